@@ -1,0 +1,203 @@
+"""Spider arguments: parsed and validated once, at start, into a frozen ``CrawlArguments``.
+
+``-a key=value`` arguments (and Scrapyd's / Zyte's job arguments) always arrive as
+strings. A bad one raises ``ArgumentError`` naming the argument and what it accepts.
+
+Arguments that fan out (one cursor chain per comma-separated value, all chains
+run concurrently and merged by image id): ``model_id``, ``model_version_id``,
+``post_id``, ``username`` and ``browsing_level``. Several fan-out arguments
+together run one chain per combination.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from civitai_spider import api
+
+TRUE_WORDS = {"1", "true", "yes", "on", "y"}
+FALSE_WORDS = {"0", "false", "no", "off", "n"}
+
+
+class ArgumentError(ValueError):
+    """A spider argument that cannot be used; the message names it and what it accepts."""
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Inclusive reaction thresholds: ``minimum[name] <= count`` and ``count <= maximum[name]``."""
+
+    minimum: Mapping[str, int] = field(default_factory=dict)
+    maximum: Mapping[str, int] = field(default_factory=dict)
+
+    def failures(self, stats: Any) -> list[str]:
+        """The thresholds an item's ``stats`` fails, as ``min_hearts``-style names, in a fixed order."""
+        counts = api.reaction_counts(stats)
+        failed = [f"min_{n}" for n, v in self.minimum.items() if counts[n] < v]
+        failed += [f"max_{n}" for n, v in self.maximum.items() if counts[n] > v]
+        return failed
+
+    def meets_minimums(self, stats: Any) -> bool:
+        counts = api.reaction_counts(stats)
+        return all(counts[n] >= v for n, v in self.minimum.items())
+
+
+@dataclass(frozen=True)
+class Query:
+    """One cursor chain: its key (for logs, stats and resume state) and its API parameters."""
+
+    key: str
+    params: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class CrawlArguments:
+    thresholds: Thresholds
+    require_meta: bool
+    queries: tuple[Query, ...]
+    sort: str
+    period: str
+
+    @property
+    def sorted_by_reactions(self) -> bool:
+        return self.sort == "Most Reactions" and self.period == "AllTime"
+
+
+# Name of the spider argument -> (short reaction name, "min" or "max").
+THRESHOLD_ARGS = {f"min_{n}": (n, "min") for n in api.REACTIONS} | {"max_dislikes": ("dislikes", "max")}
+FAN_OUT_ARGS = {
+    "model_id": "modelId",
+    "model_version_id": "modelVersionId",
+    "post_id": "postId",
+    "username": "username",
+    "browsing_level": "browsingLevel",
+}
+KNOWN_ARGS = set(THRESHOLD_ARGS) | set(FAN_OUT_ARGS) | {
+    "sort", "period", "nsfw", "type", "base_models", "require_meta",
+}
+
+
+def _text(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        value = str(value)
+    value = value.strip()
+    if not value:
+        raise ArgumentError(f"argument {name}: empty value")
+    return value
+
+
+def parse_count(name: str, value: Any) -> int:
+    text = _text(name, value)
+    try:
+        number = int(text)
+    except ValueError:
+        raise ArgumentError(f"argument {name}={text!r}: expected a whole number >= 0") from None
+    if number < 0:
+        raise ArgumentError(f"argument {name}={text!r}: expected a whole number >= 0")
+    return number
+
+
+def parse_bool(name: str, value: Any) -> bool:
+    text = _text(name, value).lower()
+    if text in TRUE_WORDS:
+        return True
+    if text in FALSE_WORDS:
+        return False
+    raise ArgumentError(f"argument {name}={value!r}: expected true or false")
+
+
+def _fold(text: str) -> str:
+    return text.lower().replace(" ", "").replace("_", "").replace("-", "")
+
+
+def parse_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    """One of the API's fixed values, matched ignoring case, spaces, '_' and '-'."""
+    text = _text(name, value)
+    for choice in choices:
+        if _fold(choice) == _fold(text):
+            return choice
+    raise ArgumentError(f"argument {name}={text!r}: expected one of {', '.join(choices)}")
+
+
+def _split(name: str, value: Any) -> list[str]:
+    parts = [p.strip() for p in _text(name, value).split(",")]
+    if not all(parts):
+        raise ArgumentError(f"argument {name}={value!r}: empty element in a comma-separated list")
+    return list(dict.fromkeys(parts))  # de-duplicated, order kept
+
+
+def parse_browsing_level(name: str, element: str) -> int:
+    """A browsing-level mask: a number 1..31, or level names joined by '+' (PG, PG13, R, X, XXX)."""
+    if element.isdigit():
+        mask = int(element)
+    else:
+        names = [p.strip().upper() for p in element.replace("|", "+").split("+")]
+        if not all(n in api.BROWSING_LEVELS for n in names):
+            mask = -1
+        else:
+            mask = sum(set(api.BROWSING_LEVELS[n] for n in names))
+    if not 1 <= mask <= 31:
+        raise ArgumentError(
+            f"argument {name}={element!r}: expected a mask 1..31 or names joined by '+' "
+            f"from {', '.join(api.BROWSING_LEVELS)}"
+        )
+    return mask
+
+
+def _fan_out_values(name: str, value: Any) -> list[str]:
+    elements = _split(name, value)
+    if name == "browsing_level":
+        return list(dict.fromkeys(str(parse_browsing_level(name, e)) for e in elements))
+    if name != "username":
+        for element in elements:
+            if not element.isdigit() or int(element) <= 0:
+                raise ArgumentError(
+                    f"argument {name}={value!r}: expected positive whole numbers, comma-separated"
+                )
+        return [str(int(e)) for e in elements]
+    return elements
+
+
+def parse_arguments(kwargs: Mapping[str, Any]) -> CrawlArguments:
+    """Validate every spider argument; arguments starting with '_' (Scrapyd's ``_job``) are ignored."""
+    unknown = sorted(k for k in kwargs if k not in KNOWN_ARGS and not k.startswith("_"))
+    if unknown:
+        raise ArgumentError(
+            f"unknown argument {unknown[0]!r}; known arguments: {', '.join(sorted(KNOWN_ARGS))}"
+        )
+    minimum: dict[str, int] = {}
+    maximum: dict[str, int] = {}
+    for arg, (short, kind) in THRESHOLD_ARGS.items():
+        if arg in kwargs:
+            (minimum if kind == "min" else maximum)[short] = parse_count(arg, kwargs[arg])
+
+    base: dict[str, str] = {
+        "sort": parse_choice("sort", kwargs.get("sort", "Most Reactions"), api.SORTS),
+        "period": parse_choice("period", kwargs.get("period", "AllTime"), api.PERIODS),
+        "type": parse_choice("type", kwargs.get("type", "image"), api.TYPES),
+    }
+    if "nsfw" in kwargs:
+        base["nsfw"] = parse_choice("nsfw", kwargs["nsfw"], api.NSFW_VALUES)
+    if "base_models" in kwargs:
+        base["baseModels"] = ",".join(_split("base_models", kwargs["base_models"]))
+
+    axes = [
+        [(param, v) for v in _fan_out_values(arg, kwargs[arg])]
+        for arg, param in FAN_OUT_ARGS.items()
+        if arg in kwargs
+    ]
+    queries = []
+    for combination in itertools.product(*axes):
+        key = ",".join(f"{p}={v}" for p, v in combination) or "all"
+        queries.append(Query(key=key, params={**base, **dict(combination)}))
+
+    return CrawlArguments(
+        thresholds=Thresholds(minimum=minimum, maximum=maximum),
+        require_meta=parse_bool("require_meta", kwargs.get("require_meta", "true")),
+        queries=tuple(queries),
+        sort=base["sort"],
+        period=base["period"],
+    )

@@ -1,0 +1,125 @@
+"""Downloader middlewares: the API key at download time, and retries with backoff.
+
+``ApiKeyMiddleware`` puts ``Authorization: Bearer <key>`` on a request to the API
+host while it is downloaded and takes it off again on the way back, before any
+other middleware (retry, redirect) can copy the request back to the scheduler:
+JOBDIR and Redis pickle scheduled requests, so the key must never be on one.
+
+``BackoffRetryMiddleware`` is Scrapy's ``RetryMiddleware`` (same settings, same
+``retry/*`` stats) that waits before each retry: exponential backoff, or the
+server's ``Retry-After`` when that is longer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from email.utils import parsedate_to_datetime
+from time import time
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from scrapy.downloadermiddlewares.retry import RetryMiddleware
+from scrapy.exceptions import NotConfigured
+from scrapy.utils.asyncio import sleep
+from scrapy.utils.response import response_status_message
+
+if TYPE_CHECKING:
+    from scrapy.crawler import Crawler
+    from scrapy.http import Request, Response
+    from scrapy.settings import BaseSettings
+
+logger = logging.getLogger(__name__)
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    return parts.scheme, (parts.hostname or "").lower(), parts.port
+
+
+class ApiKeyMiddleware:
+    """Adds the Civitai API key to requests for the API's origin, and only to those."""
+
+    def __init__(self, crawler: Crawler) -> None:
+        settings = crawler.settings
+        key = settings.get("CIVITAI_API_KEY") or os.environ.get("CIVITAI_API_KEY", "")
+        key = key.strip()
+        if not key:
+            raise NotConfigured("no CIVITAI_API_KEY: anonymous API requests")
+        self._authorization = f"Bearer {key}".encode()
+        self._api_origin = _origin(settings.get("CIVITAI_API_URL"))
+        crawler.stats.set_value("api/key_used", True)
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> ApiKeyMiddleware:
+        return cls(crawler)
+
+    def process_request(self, request: Request, spider: Any = None) -> None:
+        if _origin(request.url) == self._api_origin:
+            request.headers[b"Authorization"] = self._authorization
+
+    def process_response(self, request: Request, response: Response, spider: Any = None) -> Response:
+        request.headers.pop(b"Authorization", None)
+        return response
+
+    def process_exception(self, request: Request, exception: Exception, spider: Any = None) -> None:
+        request.headers.pop(b"Authorization", None)
+
+
+def retry_after_seconds(value: bytes | str | None, now: float | None = None) -> float | None:
+    """Seconds asked for by a ``Retry-After`` header (delta-seconds or HTTP-date), or None."""
+    if not value:
+        return None
+    text = value.decode("latin-1") if isinstance(value, bytes) else value
+    text = text.strip()
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time() if now is None else now))
+
+
+class BackoffRetryMiddleware(RetryMiddleware):
+    """Scrapy's retry middleware, waiting ``backoff(n)`` or ``Retry-After`` before retry n."""
+
+    def __init__(self, settings: BaseSettings) -> None:
+        super().__init__(settings)
+        self.backoff_base = settings.getfloat("CIVITAI_RETRY_BACKOFF_BASE", 1.0)
+        self.backoff_max = settings.getfloat("CIVITAI_RETRY_BACKOFF_MAX", 30.0)
+        self.retry_after_max = settings.getfloat("CIVITAI_RETRY_AFTER_MAX", 120.0)
+
+    def delay(self, retry_number: int, retry_after: float | None = None) -> float:
+        backoff = min(self.backoff_max, self.backoff_base * 2 ** (retry_number - 1))
+        if retry_after is not None:
+            return max(backoff, min(retry_after, self.retry_after_max))
+        return backoff
+
+    async def process_response(  # type: ignore[override]
+        self, request: Request, response: Response, spider: Any = None
+    ) -> Request | Response:
+        if request.meta.get("dont_retry", False) or response.status not in self.retry_http_codes:
+            return response
+        retry = self._retry(request, response_status_message(response.status))
+        if retry is None:
+            return response
+        wait = self.delay(retry.meta["retry_times"], retry_after_seconds(response.headers.get("Retry-After")))
+        self.crawler.stats.inc_value("retry/backoff_seconds", wait)
+        await sleep(wait)
+        return retry
+
+    async def process_exception(  # type: ignore[override]
+        self, request: Request, exception: Exception, spider: Any = None
+    ) -> Request | None:
+        if not isinstance(exception, self.exceptions_to_retry) or request.meta.get("dont_retry", False):
+            return None
+        retry = self._retry(request, exception)
+        if retry is None:
+            return None
+        wait = self.delay(retry.meta["retry_times"])
+        self.crawler.stats.inc_value("retry/backoff_seconds", wait)
+        await sleep(wait)
+        return retry

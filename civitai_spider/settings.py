@@ -1,0 +1,97 @@
+"""Settings of the civitai-spider project: every setting of ours, with its default.
+
+Override any of them on the command line (``-s NAME=VALUE``), in Scrapyd's
+``schedule.json`` (``setting=NAME=VALUE``) or in Zyte's job settings.
+"""
+
+BOT_NAME = "civitai_spider"
+SPIDER_MODULES = ["civitai_spider.spiders"]
+NEWSPIDER_MODULE = "civitai_spider.spiders"
+# Our `scrapy crawl` checks spider arguments before the crawl starts (exit 2 on a bad one).
+COMMANDS_MODULE = "civitai_spider.commands"
+
+# --- The Civitai API --------------------------------------------------------
+
+# The images endpoint. Point it at a local stand-in for offline runs and tests.
+CIVITAI_API_URL = "https://civitai.com/api/v1/images"
+# API key; when empty, taken from the CIVITAI_API_KEY environment variable.
+# Sent only to the API host, as "Authorization: Bearer", at download time.
+CIVITAI_API_KEY = ""
+# Items per API page (the API allows 0..200).
+CIVITAI_PAGE_LIMIT = 200
+# Early stop: with sort="Most Reactions" and period="AllTime", a chain stops after
+# this many consecutive pages with no image meeting the reaction thresholds.
+# 0 turns early stop off.
+CIVITAI_EARLY_STOP_PAGES = 3
+
+# --- Retries (Scrapy's RetryMiddleware, with backoff) -----------------------
+
+RETRY_TIMES = 5
+RETRY_HTTP_CODES = [500, 502, 503, 504, 520, 521, 522, 524, 408, 429]
+# Backoff before retry number n: min(CIVITAI_RETRY_BACKOFF_MAX,
+# CIVITAI_RETRY_BACKOFF_BASE * 2 ** (n - 1)), or the server's Retry-After when
+# it asks for longer (capped at CIVITAI_RETRY_AFTER_MAX).
+CIVITAI_RETRY_BACKOFF_BASE = 1.0
+CIVITAI_RETRY_BACKOFF_MAX = 30.0
+CIVITAI_RETRY_AFTER_MAX = 120.0
+
+# --- Politeness and concurrency: one API host, one image host ---------------
+
+USER_AGENT = "civitai-spider/0.1 (+https://github.com/civitai-spider/civitai-spider; Scrapy)"
+ROBOTSTXT_OBEY = False  # a JSON API and a CDN: there is no robots.txt to obey
+CONCURRENT_REQUESTS = 32
+CONCURRENT_REQUESTS_PER_DOMAIN = 16
+DOWNLOAD_TIMEOUT = 60
+COOKIES_ENABLED = False
+DEFAULT_REQUEST_HEADERS = {"Accept": "application/json, image/*;q=0.9, */*;q=0.8", "Accept-Language": "en"}
+TELNETCONSOLE_ENABLED = False
+# Scrapy 2.19's remote-control extension runs Python code sent to it over HTTP:
+# an unattended scraper must not carry it.
+REMOTE_CONTROL_ENABLED = False
+
+DOWNLOADER_MIDDLEWARES = {
+    "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
+    "civitai_spider.middlewares.BackoffRetryMiddleware": 550,
+    # Late in process_request (close to the network), early in process_response:
+    # the key is on the request only while it is on the wire.
+    "civitai_spider.middlewares.ApiKeyMiddleware": 900,
+}
+
+ITEM_PIPELINES = {
+    "civitai_spider.pipelines.filter.ReactionFilterPipeline": 100,
+    "civitai_spider.pipelines.seen.DoneIdsPipeline": 200,
+    "civitai_spider.pipelines.images.CivitaiImagesPipeline": 300,
+    "civitai_spider.pipelines.metadata.MetadataPipeline": 400,
+}
+# Dropped items are logged in one line (id, reason, url), not as a full item dump.
+LOG_FORMATTER = "civitai_spider.logformatter.CivitaiLogFormatter"
+
+# --- Images -------------------------------------------------------------------
+
+# Where images (and their metadata files) go: a path, file://, s3:// or gs://.
+# The image of item N is stored as N.jpg / N.png (N.mp4 / N.webm for videos).
+IMAGES_STORE = "civitai-images"
+# "original": keep JPEG (RGB/L) and PNG byte for byte, convert the rest (alpha -> PNG,
+# else JPEG); "jpeg" or "png": one format for everything.
+CIVITAI_IMAGE_FORMAT = "original"
+# JPEG quality when an image has to be (re-)encoded.
+CIVITAI_JPEG_QUALITY = 95
+# Decompression-bomb limit in pixels (Pillow's default). Over it: kept, with a
+# warning and a stat; over twice it: refused. 0 turns the check off.
+CIVITAI_MAX_IMAGE_PIXELS = 89_478_485
+# A download over this many bytes is abandoned as it arrives (not held in memory).
+CIVITAI_IMAGE_MAX_BYTES = 256 * 1024 * 1024
+# Scrapy's own image settings keep working: IMAGES_MIN_WIDTH, IMAGES_MIN_HEIGHT,
+# IMAGES_THUMBS ({"small": (256, 256)} -> thumbs/small/N.jpg).
+
+# --- Metadata -------------------------------------------------------------------
+
+# Beside N.jpg: N_pos-prompt.txt, N_neg-prompt.txt, N_meta.json. With this on,
+# also N.txt: the prompt without <lora:...> tags, as a caption for training tools.
+CIVITAI_CAPTION_FILES = False
+
+# --- Twisted / Scrapy plumbing ----------------------------------------------
+
+TWISTED_REACTOR = "twisted.internet.asyncioreactor.AsyncioSelectorReactor"
+FEED_EXPORT_ENCODING = "utf-8"
+LOG_LEVEL = "INFO"
