@@ -1,0 +1,295 @@
+"""Image bytes -> bytes to store: keep losslessly when possible, convert when needed.
+
+Plain functions, no Scrapy; ``process_image`` is meant to run in a worker thread
+(Pillow releases the GIL while it decodes and encodes, so threads use every core).
+
+Policy ``original`` (default):
+- JPEG in RGB or L, and PNG in any mode, are stored byte for byte. They are
+  checked, not decoded: a JPEG must parse and end with its EOI marker (catches
+  truncation; libjpeg itself only warns on corrupt entropy data), a PNG must pass
+  ``verify()`` (every chunk's CRC, up to IEND).
+- Everything else (WebP, AVIF, GIF, BMP, TIFF, MPO, CMYK/YCCK JPEG, ...) is decoded
+  and re-encoded: with alpha (RGBA, LA, PA, P or L/RGB with a transparency key) to
+  PNG keeping the alpha; without, to RGB/L JPEG. EXIF orientation is applied.
+  Animated images keep their first frame.
+Policies ``jpeg`` / ``png``: one format for everything (``jpeg`` flattens alpha onto
+white); a file already in that format and mode is still kept byte for byte.
+
+Generation data survives conversion: a PNG ``parameters`` text (A1111) goes into
+the PNG again, or into EXIF UserComment ("UNICODE\\0" + UTF-16BE, as A1111 writes
+it) of a JPEG. Videos (MP4, WebM) are stored byte for byte, without Pillow.
+
+Decompression bombs are checked here on the header's size, before any decode:
+over ``max_pixels`` the image is kept with a warning, over twice that it is
+refused. (Pillow's own process-wide check is switched off by the images pipeline
+so that this one, with the configured limit, is the one that applies.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image, ImageCms, ImageOps, PngImagePlugin, UnidentifiedImageError
+
+EXIF_IFD = 0x8769
+USER_COMMENT = 0x9286
+UNICODE_PREFIX = b"UNICODE\x00"
+ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
+CONTENT_TYPES = {"jpg": "image/jpeg", "png": "image/png", "mp4": "video/mp4", "webm": "video/webm"}
+
+
+class ImageRejected(Exception):
+    """Bytes that will not be stored; ``reason`` is a short stat-friendly word."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class ImagePolicy:
+    format: str = "original"  # "original", "jpeg" or "png"
+    jpeg_quality: int = 95
+    max_pixels: int | None = 89_478_485  # Pillow's default limit; None: no check
+    min_width: int = 0
+    min_height: int = 0
+    thumbs: tuple[tuple[str, tuple[int, int]], ...] = ()
+
+
+@dataclass
+class StoredImage:
+    data: bytes
+    ext: str
+    width: int = 0
+    height: int = 0
+    kept: bool = True  # stored byte for byte
+    source_format: str = ""
+    checksum: str = ""
+    notes: list[str] = field(default_factory=list)  # e.g. "decompression_bomb_warning"
+    thumbs: dict[str, bytes] = field(default_factory=dict)
+
+    @property
+    def content_type(self) -> str:
+        return CONTENT_TYPES[self.ext]
+
+
+def sniff_video(data: bytes) -> str | None:
+    if data[4:8] == b"ftyp":
+        return "mp4"
+    if data[:4] == b"\x1a\x45\xdf\xa3":
+        return "webm"
+    return None
+
+
+def generation_text(image: Image.Image) -> str | None:
+    """The A1111-style ``parameters`` text of an image: PNG text chunk or EXIF UserComment."""
+    text = image.info.get("parameters")
+    if isinstance(text, str) and text:
+        return text
+    try:
+        comment = image.getexif().get_ifd(EXIF_IFD).get(USER_COMMENT)
+    except Exception:  # broken EXIF must not lose the image
+        return None
+    if isinstance(comment, bytes):
+        if comment.startswith(UNICODE_PREFIX):
+            return comment[len(UNICODE_PREFIX):].decode("utf-16-be", "replace") or None
+        if comment.startswith(b"ASCII\x00\x00\x00"):
+            return comment[8:].decode("ascii", "replace") or None
+    if isinstance(comment, str) and comment:
+        return comment
+    return None
+
+
+def _check_bomb(image: Image.Image, policy: ImagePolicy, notes: list[str]) -> None:
+    if policy.max_pixels is None:
+        return
+    pixels = image.width * image.height
+    if pixels > 2 * policy.max_pixels:
+        raise ImageRejected(
+            "decompression_bomb",
+            f"{image.width}x{image.height} = {pixels} pixels > 2 x {policy.max_pixels}",
+        )
+    if pixels > policy.max_pixels:
+        notes.append("decompression_bomb_warning")
+
+
+def _damage(exc: BaseException) -> str:
+    """``truncated`` when the bytes stop short, ``corrupt`` for any other damage."""
+    return "truncated" if "truncat" in str(exc).lower() else "corrupt"
+
+
+def _jpeg_complete(data: bytes) -> bool:
+    # EOI at the end; a few trailing bytes (padding, some cameras' junk) are tolerated.
+    return b"\xff\xd9" in data[-64:]
+
+
+def _keep_as_served(image: Image.Image, data: bytes, policy: ImagePolicy) -> bool:
+    fmt = image.format
+    if fmt == "JPEG" and image.mode in ("RGB", "L"):
+        wanted = policy.format in ("original", "jpeg")
+    elif fmt == "PNG":
+        wanted = policy.format in ("original", "png")
+    else:
+        return False
+    if not wanted:
+        return False
+    if fmt == "JPEG":
+        if not _jpeg_complete(data):
+            raise ImageRejected("truncated", "JPEG without its end-of-image marker")
+    else:
+        try:
+            image.verify()
+        except Exception as exc:  # verify raises many types on damaged files
+            raise ImageRejected(_damage(exc), f"{exc.__class__.__name__}: {exc}") from None
+    return True
+
+
+def _to_8bit(image: Image.Image) -> Image.Image:
+    """High-bit-depth grey (I;16, I, F) scaled to L, not clipped."""
+    if image.mode.startswith("I;16"):
+        return image.convert("I").point(lambda v: v * (1 / 256)).convert("L")
+    if image.mode in ("I", "F"):
+        low, high = image.getextrema()
+        span = (high - low) or 1
+        return image.point(lambda v: (v - low) * (255 / span)).convert("L")
+    return image
+
+
+def _has_alpha(image: Image.Image) -> bool:
+    return image.mode in ALPHA_MODES or "transparency" in image.info
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode == "CMYK" and image.info.get("icc_profile"):
+        try:
+            source = ImageCms.ImageCmsProfile(io.BytesIO(image.info["icc_profile"]))
+            return ImageCms.profileToProfile(image, source, ImageCms.createProfile("sRGB"), outputMode="RGB")
+        except (ImageCms.PyCMSError, OSError, ValueError):
+            pass  # a broken profile: plain conversion below
+    return _to_8bit(image).convert("RGB")
+
+
+def _flatten(image: Image.Image) -> Image.Image:
+    rgba = image.convert("RGBA")
+    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(background, rgba).convert("RGB")
+
+
+def _encode(image: Image.Image, target: str, policy: ImagePolicy, parameters: str | None, exif: Image.Exif | None, icc: bytes | None) -> bytes:
+    out = io.BytesIO()
+    if target == "png":
+        pnginfo = PngImagePlugin.PngInfo()
+        if parameters:
+            pnginfo.add_itxt("parameters", parameters)
+        options: dict[str, Any] = {"pnginfo": pnginfo, "compress_level": 6}
+        if icc:
+            options["icc_profile"] = icc
+        if exif is not None and len(exif):
+            options["exif"] = exif
+        image.save(out, "PNG", **options)
+    else:
+        exif = exif if exif is not None else Image.Exif()
+        if parameters:
+            exif.get_ifd(EXIF_IFD)[USER_COMMENT] = UNICODE_PREFIX + parameters.encode("utf-16-be")
+        options = {"quality": policy.jpeg_quality, "exif": exif}
+        if icc:
+            options["icc_profile"] = icc
+        image.save(out, "JPEG", **options)
+    return out.getvalue()
+
+
+def _convert(image: Image.Image, policy: ImagePolicy, notes: list[str]) -> tuple[bytes, str, Image.Image]:
+    if getattr(image, "is_animated", False):
+        notes.append("animated_first_frame")
+        image.seek(0)
+    parameters = generation_text(image)
+    source_mode = image.mode
+    icc = image.info.get("icc_profile")
+    image.load()
+    image = ImageOps.exif_transpose(image)  # upright; drops the Orientation tag
+    try:
+        exif: Image.Exif | None = image.getexif()
+    except Exception:
+        exif = None
+    if exif is not None:
+        exif.pop(0x0112, None)  # Orientation, already applied
+
+    alpha = _has_alpha(image)
+    target = policy.format if policy.format in ("jpeg", "png") else ("png" if alpha else "jpeg")
+    if target == "png":
+        if alpha:
+            keep = image.mode if image.mode in ("RGBA", "LA") else "RGBA"
+            image = image.convert(keep)
+        elif image.mode not in ("1", "L", "RGB", "I;16", "P"):
+            image = _to_rgb(image)
+    else:
+        image = _flatten(image) if alpha else (image if image.mode in ("L", "RGB") else _to_rgb(image))
+    # An ICC profile describes the source's colour space: only keep it when that did not change.
+    if source_mode in ("CMYK", "YCbCr", "LAB", "HSV") or (icc and image.mode not in ("RGB", "RGBA", "L", "LA")):
+        icc = None
+    ext = "png" if target == "png" else "jpg"
+    return _encode(image, target, policy, parameters, exif, icc), ext, image
+
+
+def _thumbnails(image: Image.Image, policy: ImagePolicy) -> dict[str, bytes]:
+    thumbs = {}
+    for name, size in policy.thumbs:
+        thumb = image.copy()
+        thumb.thumbnail(size, Image.Resampling.LANCZOS)
+        thumb = _flatten(thumb) if _has_alpha(thumb) else _to_rgb(thumb)
+        out = io.BytesIO()
+        thumb.save(out, "JPEG", quality=policy.jpeg_quality)
+        thumbs[name] = out.getvalue()
+    return thumbs
+
+
+def process_image(data: bytes, policy: ImagePolicy) -> StoredImage:
+    """Decide what to store for these downloaded bytes; raises ``ImageRejected``."""
+    if not data:
+        raise ImageRejected("empty", "no bytes")
+    video = sniff_video(data)
+    if video:
+        return StoredImage(data=data, ext=video, source_format=video.upper(), checksum=hashlib.md5(data).hexdigest())
+    notes: list[str] = []
+    try:
+        image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise ImageRejected("unidentified", f"not an image; starts {data[:32]!r}") from None
+    except Image.DecompressionBombError as exc:  # Pillow's own check, if it is on
+        raise ImageRejected("decompression_bomb", str(exc)) from None
+    except Exception as exc:
+        raise ImageRejected(_damage(exc), f"{exc.__class__.__name__}: {exc}") from None
+    with image:
+        width, height = image.size
+        if width <= 0 or height <= 0:
+            raise ImageRejected("corrupt", f"size {width}x{height}")
+        _check_bomb(image, policy, notes)
+        if width < policy.min_width or height < policy.min_height:
+            raise ImageRejected("too_small", f"{width}x{height} < {policy.min_width}x{policy.min_height}")
+        source_format = image.format or ""
+        try:
+            if _keep_as_served(image, data, policy):
+                stored = StoredImage(data=data, ext="png" if source_format == "PNG" else "jpg",
+                                     width=width, height=height, source_format=source_format, notes=notes)
+                if policy.thumbs:
+                    with Image.open(io.BytesIO(data)) as fresh:
+                        fresh.load()
+                        stored.thumbs = _thumbnails(ImageOps.exif_transpose(fresh), policy)
+            else:
+                encoded, ext, converted = _convert(image, policy, notes)
+                stored = StoredImage(data=encoded, ext=ext, width=converted.width, height=converted.height,
+                                     kept=False, source_format=source_format, notes=notes)
+                if policy.thumbs:
+                    stored.thumbs = _thumbnails(converted, policy)
+        except ImageRejected:
+            raise
+        except Image.DecompressionBombError as exc:
+            raise ImageRejected("decompression_bomb", str(exc)) from None
+        except Exception as exc:  # any decoder failure on damaged or hostile bytes
+            raise ImageRejected(_damage(exc), f"{exc.__class__.__name__}: {exc}") from None
+    stored.checksum = hashlib.md5(stored.data).hexdigest()
+    return stored

@@ -1,0 +1,232 @@
+"""Images pipeline: download each image, store it as ``<id>.<ext>``, refuse bad files cleanly.
+
+Built on Scrapy's ``ImagesPipeline`` (stores, ``IMAGES_*`` settings, thumbnails,
+``images`` result field) with what Scrapy 2.19 gets wrong for us replaced:
+the format decision is made on the bytes, not on ``image.format`` after
+``exif_transpose`` (alpha stays alpha, JPEGs are not re-encoded), every store
+gets the right Content-Type, and all Pillow work and hashing run in worker
+threads (``civitai_spider.imaging``), so downloads keep flowing and both cores
+are used.
+
+A file that cannot be stored (HTTP error, unidentifiable or damaged bytes, a
+bomb, a download over ``CIVITAI_IMAGE_MAX_BYTES``) fails its item: the item is
+dropped with the reason, one JSON line goes to ``failures.jsonl`` at the top of
+the store (id, url, reason, detail, UTC time), ``images/failed/<reason>`` is
+counted, and the crawl goes on. Failed images are not recorded as done, so the
+next run tries them again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timezone
+from io import BytesIO
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from itemadapter import ItemAdapter
+from PIL import Image
+from scrapy.exceptions import DropItem
+from scrapy.http import Request, Response
+from scrapy.http.request import NO_CALLBACK
+from scrapy.pipelines.files import FSFilesStore
+from scrapy.pipelines.images import ImagesPipeline
+from scrapy.pipelines.media import _MediaRequestFiltered
+from scrapy.utils.asyncio import run_in_thread
+from scrapy.utils.defer import ensure_awaitable
+
+from civitai_spider.imaging import ImagePolicy, ImageRejected, StoredImage, process_image
+from civitai_spider.stores import STORE_SCHEMES, RecordFile, remove_partial_files
+
+if TYPE_CHECKING:
+    from scrapy.crawler import Crawler
+    from scrapy.pipelines.media import FileInfo, FileInfoOrError, MediaPipeline
+    from twisted.python.failure import Failure
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("original", "jpeg", "png")
+FAILURES_FILE = "failures.jsonl"
+
+
+class ImageFailed(_MediaRequestFiltered):
+    """An image that was not stored; ``reason`` names why (``images/failed/<reason>``).
+
+    Derived from Scrapy's (private) "filtered media" exception, the one kind of
+    media failure Scrapy does not log with a full traceback: our failures are
+    expected, counted, recorded, and logged once, in one line, by the item drop.
+    """
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+def download_failure_reason(exc: BaseException) -> str:
+    name = exc.__class__.__name__
+    return {
+        "DownloadCancelledError": "too_large",
+        "DownloadTimeoutError": "timeout",
+        "TimeoutError": "timeout",
+        "ResponseDataLossError": "incomplete_download",
+        "IgnoreRequest": "filtered",
+    }.get(name, f"download_error/{name}")
+
+
+class CivitaiImagesPipeline(ImagesPipeline):
+    STORE_SCHEMES = {**ImagesPipeline.STORE_SCHEMES, **STORE_SCHEMES}
+
+    def __init__(self, store_uri: str, download_func: None = None, *, crawler: Crawler) -> None:
+        super().__init__(store_uri, crawler=crawler)
+        settings = crawler.settings
+        image_format = str(settings.get("CIVITAI_IMAGE_FORMAT", "original")).lower()
+        if image_format not in FORMATS:
+            raise ValueError(f"CIVITAI_IMAGE_FORMAT must be one of {', '.join(FORMATS)}, got {image_format!r}")
+        max_pixels = settings.getint("CIVITAI_MAX_IMAGE_PIXELS", 89_478_485)
+        self.policy = ImagePolicy(
+            format=image_format,
+            jpeg_quality=settings.getint("CIVITAI_JPEG_QUALITY", 95),
+            max_pixels=max_pixels if max_pixels > 0 else None,
+            min_width=self.min_width,
+            min_height=self.min_height,
+            thumbs=tuple((name, tuple(size)) for name, size in self.thumbs.items()),
+        )
+        self.max_bytes = settings.getint("CIVITAI_IMAGE_MAX_BYTES")
+        self.local_root = Path(self.store.basedir) if isinstance(self.store, FSFilesStore) else None
+        self.failures = RecordFile(self.local_root / FAILURES_FILE) if self.local_root else None
+
+    def open_spider(self, spider: Any = None) -> None:
+        super().open_spider()
+        # The bomb check is done by civitai_spider.imaging with CIVITAI_MAX_IMAGE_PIXELS,
+        # before any decode; Pillow's process-wide one (a warning we could not
+        # catch per image from worker threads) is turned off for this process.
+        Image.MAX_IMAGE_PIXELS = None
+        if self.local_root is not None:
+            removed = remove_partial_files(self.local_root)
+            if removed:
+                logger.info("Removed %d partial files left by an interrupted run", removed)
+
+    def close_spider(self, spider: Any = None) -> None:
+        if self.failures is not None:
+            self.failures.close()
+
+    def get_media_requests(self, item: Any, info: MediaPipeline.SpiderInfo) -> list[Request]:
+        urls = ItemAdapter(item).get(self.images_urls_field) or []
+        return [Request(url, callback=NO_CALLBACK, meta={"download_maxsize": self.max_bytes}) for url in urls]
+
+    def media_to_download(self, request: Request, info: MediaPipeline.SpiderInfo, *, item: Any = None) -> None:
+        # Whether an image is already stored is decided by the done-id record
+        # before the item gets here, not by a stat (and a full read) of a file
+        # whose extension is only known from the bytes.
+        return None
+
+    def file_path(
+        self,
+        request: Request,
+        response: Response | None = None,
+        info: MediaPipeline.SpiderInfo | None = None,
+        *,
+        item: Any = None,
+    ) -> str:
+        """``<id>``: the stem of the stored file; the extension comes from the bytes.
+
+        Only the numeric id of the item is used: nothing from the API (user
+        name, URL, meta) ever becomes part of a path.
+        """
+        return str(int(ItemAdapter(item)["id"]))
+
+    def thumb_path(
+        self,
+        request: Request,
+        thumb_id: str,
+        response: Response | None = None,
+        info: MediaPipeline.SpiderInfo | None = None,
+        *,
+        item: Any = None,
+    ) -> str:
+        return f"thumbs/{thumb_id}/{self.file_path(request, item=item)}.jpg"
+
+    async def media_downloaded(
+        self,
+        response: Response,
+        request: Request,
+        info: MediaPipeline.SpiderInfo,
+        *,
+        item: Any = None,
+    ) -> FileInfo:
+        if response.status != 200:
+            raise ImageFailed(f"http_{response.status}", f"body starts {response.body[:80]!r}")
+        try:
+            stored: StoredImage = await run_in_thread(process_image, response.body, self.policy)
+        except ImageRejected as exc:
+            raise ImageFailed(exc.reason, exc.detail) from None
+        path = f"{self.file_path(request, item=item)}.{stored.ext}"
+        await self._persist(path, stored.data, stored.content_type, stored)
+        for thumb_id, data in stored.thumbs.items():
+            await self._persist(self.thumb_path(request, thumb_id, item=item), data, "image/jpeg", stored)
+        self._count(stored, request, item)
+        return {"url": request.url, "path": path, "checksum": stored.checksum, "status": "downloaded"}
+
+    async def _persist(self, path: str, data: bytes, content_type: str, stored: StoredImage) -> None:
+        try:
+            await ensure_awaitable(
+                self.store.persist_file(
+                    path,
+                    BytesIO(data),
+                    self.spiderinfo,
+                    meta={"width": stored.width, "height": stored.height},
+                    headers={"Content-Type": content_type},
+                )
+            )
+        except Exception as exc:
+            raise ImageFailed("store_error", f"{exc.__class__.__name__}: {exc}") from exc
+
+    def _count(self, stored: StoredImage, request: Request, item: Any) -> None:
+        stats = self.crawler.stats
+        stats.inc_value("images/stored")
+        stats.inc_value("images/bytes_written", len(stored.data))
+        if stored.kept:
+            stats.inc_value("images/stored/kept_as_served")
+        else:
+            stats.inc_value(f"images/stored/converted/{stored.source_format or 'unknown'}_to_{stored.ext}")
+        for note in stored.notes:
+            stats.inc_value(f"images/{note}")
+            if note == "decompression_bomb_warning":
+                logger.warning(
+                    "Image %s (%s): %dx%d is over CIVITAI_MAX_IMAGE_PIXELS=%s; kept",
+                    ItemAdapter(item).get("id"), request.url, stored.width, stored.height, self.policy.max_pixels,
+                )
+
+    def media_failed(self, failure: Failure, request: Request, info: MediaPipeline.SpiderInfo) -> NoReturn:
+        exc = failure.value
+        if isinstance(exc, ImageFailed):  # raised by media_downloaded
+            raise exc
+        raise ImageFailed(download_failure_reason(exc), f"{exc.__class__.__name__}: {exc}")
+
+    def item_completed(self, results: list[FileInfoOrError], item: Any, info: MediaPipeline.SpiderInfo) -> Any:
+        adapter = ItemAdapter(item)
+        for ok, value in results:
+            if ok:
+                continue
+            exc = value.value
+            reason, detail = (exc.reason, exc.detail) if isinstance(exc, ImageFailed) else ("error", repr(exc))
+            self._record_failure(adapter, reason, detail)
+            raise DropItem(f"image {adapter.get('id')} not stored: {reason} ({detail}) from {adapter.get('url')}")
+        adapter[self.images_result_field] = [value for ok, value in results if ok]
+        return item
+
+    def _record_failure(self, adapter: ItemAdapter, reason: str, detail: str) -> None:
+        self.crawler.stats.inc_value("images/failed")
+        self.crawler.stats.inc_value(f"images/failed/{reason}")
+        if self.failures is None:
+            return
+        record = {
+            "id": adapter.get("id"),
+            "url": adapter.get("url"),
+            "reason": reason,
+            "detail": detail[:300],
+            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        self.failures.append(json.dumps(record, ensure_ascii=False))

@@ -1,0 +1,97 @@
+"""Metadata pipeline: the prompt and the full ``meta`` beside every stored image.
+
+For a stored image ``N.<ext>``, through the same store as the image (so ``s3://``
+and ``gs://`` work too), each file written atomically:
+
+- ``N_pos-prompt.txt``: ``meta.prompt`` exactly as given (UTF-8, nothing added),
+  when it is a non-empty string;
+- ``N_neg-prompt.txt``: ``meta.negativePrompt``, likewise;
+- ``N_meta.json``: the whole ``meta`` dict (already un-nested by the spider),
+  UTF-8, keys unchanged, non-ASCII not escaped; not written when meta is null;
+- ``N.txt`` when ``CIVITAI_CAPTION_FILES`` is on: a caption for training tools,
+  the prompt with ``<lora:...>``-style tags removed.
+
+A store error fails the item (dropped, counted under ``metadata/failed``), so the
+image is not recorded as done and the next run completes it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from io import BytesIO
+from typing import TYPE_CHECKING, Any
+
+from itemadapter import ItemAdapter
+from scrapy.exceptions import DropItem
+from scrapy.utils.defer import ensure_awaitable
+
+from civitai_spider.stores import open_store
+
+if TYPE_CHECKING:
+    from scrapy.crawler import Crawler
+
+logger = logging.getLogger(__name__)
+
+TEXT = "text/plain; charset=utf-8"
+JSON = "application/json"
+EXTRA_NETWORK_TAG = re.compile(r"<\s*(?:lora|lyco|hypernet|embedding)\s*:[^>]*>", re.IGNORECASE)
+
+
+def caption(prompt: str) -> str:
+    """The prompt without ``<lora:name:weight>``-style tags, with the separators they leave tidied."""
+    text = EXTRA_NETWORK_TAG.sub("", prompt)
+    text = re.sub(r"[ \t]+", " ", text)
+    text = re.sub(r"\s*,(\s*,)+", ",", text)
+    text = re.sub(r" *\n *", "\n", text)
+    return text.strip().strip(",").strip()
+
+
+def metadata_files(stem: str, meta: Any, captions: bool) -> dict[str, tuple[bytes, str]]:
+    """File name -> (bytes, content type) for one image's metadata."""
+    files: dict[str, tuple[bytes, str]] = {}
+    if not isinstance(meta, dict):
+        return files
+    prompt = meta.get("prompt")
+    negative = meta.get("negativePrompt")
+    if isinstance(prompt, str) and prompt:
+        files[f"{stem}_pos-prompt.txt"] = (prompt.encode("utf-8"), TEXT)
+        if captions:
+            files[f"{stem}.txt"] = (caption(prompt).encode("utf-8"), TEXT)
+    if isinstance(negative, str) and negative:
+        files[f"{stem}_neg-prompt.txt"] = (negative.encode("utf-8"), TEXT)
+    files[f"{stem}_meta.json"] = (json.dumps(meta, ensure_ascii=False, indent=2).encode("utf-8"), JSON)
+    return files
+
+
+class MetadataPipeline:
+    def __init__(self, crawler: Crawler) -> None:
+        self.crawler = crawler
+        settings = crawler.settings
+        self.store = open_store(str(settings.get("IMAGES_STORE")), settings)
+        self.captions = settings.getbool("CIVITAI_CAPTION_FILES")
+        self.result_field = settings.get("IMAGES_RESULT_FIELD", "images")
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> MetadataPipeline:
+        return cls(crawler)
+
+    async def process_item(self, item: Any) -> Any:
+        adapter = ItemAdapter(item)
+        results = adapter.get(self.result_field) or []
+        if not results:
+            return item
+        stem = results[0]["path"].rsplit(".", 1)[0]
+        stats = self.crawler.stats
+        for name, (data, content_type) in metadata_files(stem, adapter.get("meta"), self.captions).items():
+            try:
+                await ensure_awaitable(
+                    self.store.persist_file(name, BytesIO(data), None, headers={"Content-Type": content_type})
+                )
+            except Exception as exc:
+                stats.inc_value("metadata/failed")
+                raise DropItem(f"image {adapter.get('id')}: metadata file {name} not stored: {exc}") from exc
+            stats.inc_value("metadata/files_written")
+            stats.inc_value("metadata/bytes_written", len(data))
+        return item

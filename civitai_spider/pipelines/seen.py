@@ -1,0 +1,102 @@
+"""Done ids: skip images already stored, record each image once it is complete.
+
+- At start, the done ids are loaded from ``downloaded_ids.txt`` at the top of the
+  store (one id per line: the original script's file can be dropped in).
+- ``process_item`` drops an item whose id is done, before anything is downloaded
+  (``done/skipped``), and one whose id is already in flight in this run.
+- An id is recorded as done on Scrapy's ``item_scraped`` signal, i.e. only after
+  every later pipeline (image AND metadata files) has stored it: appended to
+  ``downloaded_ids.txt`` and flushed at once (``done/recorded``). A failed or
+  dropped image is never recorded, so the next run tries it again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from itemadapter import ItemAdapter
+from scrapy import signals
+from scrapy.exceptions import DropItem, NotConfigured
+from scrapy.pipelines.files import FSFilesStore
+
+from civitai_spider.done_ids import DoneIds, parse_ids, read_chunks
+from civitai_spider.stores import RecordFile, open_store
+
+if TYPE_CHECKING:
+    from scrapy.crawler import Crawler
+
+logger = logging.getLogger(__name__)
+
+DONE_FILE = "downloaded_ids.txt"
+
+
+class AlreadyHandled(DropItem):
+    """Dropped here because the id is done or in flight: says nothing about that other copy."""
+
+
+class DoneIdsPipeline:
+    def __init__(self, crawler: Crawler) -> None:
+        self.crawler = crawler
+        store_uri = crawler.settings.get("IMAGES_STORE")
+        if not store_uri:
+            raise NotConfigured("no IMAGES_STORE: nothing is stored, so nothing is done")
+        store = open_store(str(store_uri), crawler.settings)
+        if not isinstance(store, FSFilesStore):
+            raise NotConfigured(f"done ids are kept for filesystem stores only so far, not {store_uri}")
+        self.record = RecordFile(Path(store.basedir) / DONE_FILE)
+        self.done = DoneIds()
+        self.in_flight: set[int] = set()
+        crawler.signals.connect(self.item_scraped, signal=signals.item_scraped)
+        crawler.signals.connect(self.item_finished, signal=signals.item_dropped)
+        crawler.signals.connect(self.item_finished, signal=signals.item_error)
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> DoneIdsPipeline:
+        return cls(crawler)
+
+    def open_spider(self) -> None:
+        started = time.perf_counter()
+        path = self.record.path
+        ids, bad = parse_ids(read_chunks(str(path))) if path.exists() else (None, 0)
+        self.done = DoneIds(ids)
+        stats = self.crawler.stats
+        stats.set_value("done/loaded", self.done.loaded_count)
+        if bad:
+            stats.set_value("done/unreadable_lines", bad)
+            logger.warning("%s: skipped %d lines that are not image ids", path, bad)
+        logger.info(
+            "Loaded %d done image ids from %s in %.2f s",
+            self.done.loaded_count, path, time.perf_counter() - started,
+        )
+
+    def close_spider(self) -> None:
+        self.record.close()
+
+    def process_item(self, item: Any) -> Any:
+        image_id = ItemAdapter(item).get("id")
+        if image_id in self.done:
+            self.crawler.stats.inc_value("done/skipped")
+            raise AlreadyHandled(f"image {image_id} is already stored", log_level="DEBUG")
+        if image_id in self.in_flight:
+            self.crawler.stats.inc_value("done/in_flight_duplicate")
+            raise AlreadyHandled(f"image {image_id} is already being stored", log_level="DEBUG")
+        self.in_flight.add(image_id)
+        return item
+
+    def item_scraped(self, item: Any) -> None:
+        image_id = ItemAdapter(item).get("id")
+        if image_id not in self.in_flight:
+            return
+        self.in_flight.discard(image_id)
+        self.done.add(image_id)
+        self.record.append(str(image_id))
+        self.crawler.stats.inc_value("done/recorded")
+
+    def item_finished(self, item: Any, response: Any = None, exception: Any = None, failure: Any = None, **kwargs: Any) -> None:
+        """An item dropped or failed after this pipeline let it through: no longer in flight."""
+        if isinstance(exception, AlreadyHandled) or (failure is not None and isinstance(failure.value, AlreadyHandled)):
+            return
+        self.in_flight.discard(ItemAdapter(item).get("id"))
