@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+import pickle
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -40,6 +41,8 @@ class CrawlResult:
     items: list[dict[str, Any]] = field(default_factory=list)
     dropped: list[tuple[dict[str, Any], str]] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)
+    # Every request as the scheduler got it, serialised as JOBDIR / Redis would pickle it.
+    scheduled: list[bytes] = field(default_factory=list)
 
     # Bound methods: Scrapy holds signal handlers weakly, so they live on this object.
     def on_item_scraped(self, item: Any) -> None:
@@ -47,6 +50,9 @@ class CrawlResult:
 
     def on_item_dropped(self, item: Any, exception: BaseException) -> None:
         self.dropped.append((dict(item), str(exception)))
+
+    def on_request_scheduled(self, request: Any, spider: Any) -> None:
+        self.scheduled.append(pickle.dumps(request.to_dict(spider=spider)))
 
     @property
     def ids(self) -> list[int]:
@@ -69,6 +75,7 @@ async def run_crawl(server: Any, settings: dict[str, Any] | None = None, **spide
     result = CrawlResult()
     crawler.signals.connect(result.on_item_scraped, signals.item_scraped)
     crawler.signals.connect(result.on_item_dropped, signals.item_dropped)
+    crawler.signals.connect(result.on_request_scheduled, signals.request_scheduled)
     await crawler.crawl(**spider_args)
     result.stats = crawler.stats.get_stats()
     return result

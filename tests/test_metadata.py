@@ -1,0 +1,89 @@
+"""The metadata pipeline: prompt and meta files beside each stored image, through real crawls."""
+
+from __future__ import annotations
+
+import json
+
+import pytest_twisted
+
+from civitai_spider.pipelines.metadata import caption
+from tests.support import api_image, image_bytes, run_crawl, scenario
+
+PROMPTS = {
+    1: "a lighthouse at dusk",
+    2: "a cat 🐱 in space 🚀, 8k",
+    3: "山の上の城、夕焼け、高精細",
+    4: "line one\nline two\r\n\n  indented line three  \n",
+}
+FILES = {"jpeg": image_bytes("JPEG")}
+
+
+def meta_for(image_id: int) -> dict:
+    return {
+        "prompt": PROMPTS[image_id],
+        "negativePrompt": "ugly, 低品質" if image_id != 2 else "",
+        "seed": 1938345220, "steps": "45", "cfgScale": 5, "Clip skip": 2,
+        "Model": {"name": "sdxl", "hash": "abc"}, "resources": [], "hashes": {"model": "abc"},
+        "civitaiResources": [{"type": "checkpoint", "modelVersionId": 345685}],
+    }
+
+
+@pytest_twisted.ensureDeferred
+async def test_metadata_files_are_exact(server, tmp_path):
+    images = [api_image(i, meta=meta_for(i), file="jpeg") for i in PROMPTS]
+    images.append(api_image(5, meta={"negativePrompt": "no prompt here", "seed": 1}, file="jpeg"))
+    images.append(api_image(6, meta=None, file="jpeg"))
+    server.load(scenario(images, FILES))
+
+    result = await run_crawl(server, {"IMAGES_STORE": str(tmp_path)}, require_meta="false")
+
+    assert sorted(result.ids) == [1, 2, 3, 4, 5, 6]
+    for image_id, prompt in PROMPTS.items():
+        assert (tmp_path / f"{image_id}_pos-prompt.txt").read_bytes() == prompt.encode("utf-8")
+        meta = json.loads((tmp_path / f"{image_id}_meta.json").read_text("utf-8"))
+        assert meta == meta_for(image_id)  # round-trips to the API's dict, types and all
+    assert "低品質" in (tmp_path / "3_meta.json").read_text("utf-8")  # not \\u-escaped
+    assert (tmp_path / "1_neg-prompt.txt").read_text("utf-8") == "ugly, 低品質"
+    assert not (tmp_path / "2_neg-prompt.txt").exists()  # empty negative prompt: no file
+    assert not (tmp_path / "5_pos-prompt.txt").exists()  # no prompt: no file
+    assert (tmp_path / "5_neg-prompt.txt").read_text("utf-8") == "no prompt here"
+    assert sorted(p.name for p in tmp_path.glob("6*")) == ["6.jpg"]  # meta null: image only
+    assert not list(tmp_path.glob("*.txt")) or all("_" in p.name for p in tmp_path.glob("*.txt"))
+
+
+@pytest_twisted.ensureDeferred
+async def test_nested_meta_is_written_flat(server, tmp_path):
+    server.load(scenario([api_image(1, meta=meta_for(1), file="jpeg")], FILES, nested_meta=True))
+
+    await run_crawl(server, {"IMAGES_STORE": str(tmp_path)})
+
+    assert json.loads((tmp_path / "1_meta.json").read_text("utf-8")) == meta_for(1)
+
+
+@pytest_twisted.ensureDeferred
+async def test_caption_files_when_asked(server, tmp_path):
+    prompt = "<lora:detail:0.8>, a castle, <LoRA:style_v2:1>, sunset, <lyco:x:0.5>"
+    server.load(scenario([api_image(1, prompt=prompt, file="jpeg")], FILES))
+
+    await run_crawl(server, {"IMAGES_STORE": str(tmp_path), "CIVITAI_CAPTION_FILES": True})
+
+    assert (tmp_path / "1.txt").read_text("utf-8") == "a castle, sunset"
+    assert (tmp_path / "1_pos-prompt.txt").read_text("utf-8") == prompt
+
+
+def test_caption_keeps_lines_and_plain_prompts():
+    assert caption("a dog") == "a dog"
+    assert caption("a dog,  <lora:x:1>\nsecond line") == "a dog,\nsecond line"
+
+
+@pytest_twisted.ensureDeferred
+async def test_items_export_with_stored_paths(server, tmp_path):
+    server.load(scenario([api_image(1, meta=meta_for(1), file="jpeg")], FILES))
+    feed = tmp_path / "images.jsonl"
+
+    await run_crawl(server, {"IMAGES_STORE": str(tmp_path / "store"), "FEEDS": {str(feed): {"format": "jsonlines"}}})
+
+    exported = json.loads(feed.read_text("utf-8"))
+    assert exported["id"] == 1 and exported["stats"]["heartCount"] == 0
+    assert exported["meta"] == meta_for(1)
+    assert exported["images"][0]["path"] == "1.jpg"

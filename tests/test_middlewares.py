@@ -1,0 +1,67 @@
+"""Downloader middlewares: the API key at download time only, and retry backoff."""
+
+from __future__ import annotations
+
+import pytest
+import pytest_twisted
+
+from civitai_spider.middlewares import retry_after_seconds
+from tests.support import api_image, image_bytes, run_crawl, scenario
+
+KEY = "0123456789abcdef0123456789abcdef"
+
+
+def files_containing(root, secret: bytes):
+    return [p for p in root.rglob("*") if p.is_file() and secret in p.read_bytes()]
+
+
+@pytest.mark.parametrize("source", ["setting", "environment"])
+@pytest_twisted.ensureDeferred
+async def test_key_goes_to_the_api_only_and_is_never_stored_or_logged(server, tmp_path, caplog, monkeypatch, source):
+    server.load(scenario(
+        [api_image(i, file="jpeg") for i in range(1, 301)],
+        {"jpeg": image_bytes("JPEG")},
+        faults=[
+            {"server": "api", "match": {"page": 2}, "action": "status", "status": 503, "times": 2},
+            {"server": "cdn", "match": {"image_id": 7}, "action": "status", "status": 503, "times": 1},
+        ],
+    ))
+    settings = {"IMAGES_STORE": str(tmp_path / "store"), "JOBDIR": str(tmp_path / "job"),
+                "FEEDS": {str(tmp_path / "feed.jsonl"): {"format": "jsonlines"}}}
+    if source == "setting":
+        settings["CIVITAI_API_KEY"] = KEY
+    else:
+        monkeypatch.setenv("CIVITAI_API_KEY", KEY)
+
+    result = await run_crawl(server, settings)
+
+    assert len(result.ids) == 300
+    api = server.requests("api")
+    assert len(api) == 4 and all(r["headers"].get("authorization") == f"Bearer {KEY}" for r in api)
+    assert all(KEY not in r["raw_query"] for r in api)
+    cdn = server.requests("cdn")
+    assert len(cdn) == 301 and all("authorization" not in r["headers"] for r in cdn)
+    assert KEY not in caplog.text
+    assert KEY not in repr(result.stats)
+    assert files_containing(tmp_path, KEY.encode()) == []
+    assert len(result.scheduled) == 4  # 2 pages + 2 retries of page 2, none with the key
+    assert not [r for r in result.scheduled if KEY.encode() in r]
+    assert list((tmp_path / "job").iterdir())  # JOBDIR was really used
+
+
+@pytest_twisted.ensureDeferred
+async def test_no_key_no_header(server, tmp_path, monkeypatch):
+    monkeypatch.delenv("CIVITAI_API_KEY", raising=False)
+    server.load(scenario([api_image(1)]))
+
+    await run_crawl(server, {"IMAGES_STORE": str(tmp_path)})
+
+    assert "authorization" not in server.requests("api")[0]["headers"]
+
+
+def test_retry_after_parsing():
+    assert retry_after_seconds(b"2") == 2.0
+    assert retry_after_seconds("  7 ") == 7.0
+    assert retry_after_seconds(b"Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == 10.0
+    assert retry_after_seconds(b"soon") is None
+    assert retry_after_seconds(None) is None
