@@ -24,6 +24,10 @@ CIVITAI_PAGE_LIMIT = 200
 # 0 turns early stop off.
 CIVITAI_EARLY_STOP_PAGES = 3
 
+# With -s JOBDIR=DIR: how often (seconds, at most) the chains' resume positions are
+# written to DIR/spider.state while the crawl runs (also at close).
+CIVITAI_STATE_SAVE_INTERVAL = 1.0
+
 # --- Retries (Scrapy's RetryMiddleware, with backoff) -----------------------
 
 RETRY_TIMES = 5

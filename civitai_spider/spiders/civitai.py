@@ -6,25 +6,46 @@ before that page's items go down the pipelines, and ends when a page has no
 ``nextCursor``, when a cursor comes back that the chain already visited (a
 loop), on early stop, or when the API keeps failing for that page. Chains run
 concurrently; an image id yielded by one chain is not yielded again.
+
+Resume (with ``-s JOBDIR=DIR``): each chain keeps, in ``spider.state["chains"]``,
+the cursor of its oldest page whose items are not all through the pipelines yet
+(or of its next page). That state is written to ``JOBDIR/spider.state`` (the
+file and pickle format of Scrapy's SpiderState extension, which loads it at
+start) atomically, at most every ``CIVITAI_STATE_SAVE_INTERVAL`` seconds while
+the crawl runs and again at close. A crawl stopped by Ctrl-C or killed outright
+restarts each chain from there: images that were in flight are fetched again,
+done ones are skipped by the done-id record. Page requests that Scrapy's own
+request queue brings back from the earlier run are ignored (the chains restart
+from the state instead), so no chain is walked twice.
 """
 
 from __future__ import annotations
 
 import logging
+import pickle
+import secrets
+import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
 import scrapy
+from scrapy import signals
 from scrapy.downloadermiddlewares.retry import get_retry_request
 from scrapy.http import Request, Response
+from scrapy.utils.job import job_dir
 from twisted.python.failure import Failure
 
 from civitai_spider import api
 from civitai_spider.arguments import CrawlArguments, Query, parse_arguments
 from civitai_spider.items import API_FIELDS, CivitaiImage
+from civitai_spider.stores import write_atomically
 
 logger = logging.getLogger(__name__)
+
+
+FINISHED = ("complete", "loop", "early_stop")  # a chain in one of these is not walked again
 
 
 @dataclass
@@ -32,9 +53,41 @@ class Chain:
     """The walking state of one cursor chain."""
 
     query: Query
-    visited: set[str] = field(default_factory=set)
+    visited: dict[str, None] = field(default_factory=dict)  # cursors, in walk order
     pages: int = 0
     barren_pages: int = 0  # consecutive pages with no image meeting the minimum thresholds
+    next_cursor: str | None = None  # cursor of the page requested next (None: the first page)
+    status: str = "walking"  # "walking", "failed" or one of FINISHED
+    # Pages whose items are still in the pipelines: sequence number -> [cursor, items left].
+    in_flight: dict[int, list[Any]] = field(default_factory=dict)
+    sequence: int = 0
+
+    def snapshot(self) -> dict[str, Any]:
+        """What a resumed crawl needs: where to restart, and whether there is anything left."""
+        oldest = next(iter(self.in_flight.values()), None)
+        finished = self.status in FINISHED and oldest is None
+        cursor = oldest[0] if oldest else self.next_cursor
+        # Cursors up to the restart point: the walk from there will visit the later ones again.
+        visited = list(self.visited)
+        visited = visited[: visited.index(cursor) + 1] if cursor in self.visited else []
+        return {
+            "cursor": cursor,
+            "status": self.status if finished else "walking",
+            "visited": visited,
+            "pages": self.pages,
+            "barren_pages": self.barren_pages,
+        }
+
+    @classmethod
+    def restore(cls, query: Query, saved: dict[str, Any]) -> Chain:
+        return cls(
+            query,
+            visited=dict.fromkeys(saved.get("visited", ())),
+            pages=saved.get("pages", 0),
+            barren_pages=saved.get("barren_pages", 0),
+            next_cursor=saved.get("cursor"),
+            status=saved.get("status", "walking"),
+        )
 
 
 class CivitaiSpider(scrapy.Spider):
@@ -47,6 +100,10 @@ class CivitaiSpider(scrapy.Spider):
         super().__init__(*args, name=kwargs.pop("name", None))
         self._chains: dict[str, Chain] = {}
         self._yielded_ids: set[int] = set()
+        self._item_pages: dict[int, tuple[Chain, int]] = {}  # image id -> its page in flight
+        self._run = secrets.token_hex(4)  # marks this process' page requests
+        self._state_file: Path | None = None
+        self._state_saved_at = 0.0
 
     @classmethod
     def check_arguments(cls, kwargs: dict[str, Any]) -> CrawlArguments:
@@ -68,14 +125,33 @@ class CivitaiSpider(scrapy.Spider):
             and bool(spider.crawl_args.thresholds.minimum)
         )
         spider.early_stop_pages = early_stop if use_early_stop else 0
+        jobdir = job_dir(settings)
+        spider._state_file = Path(jobdir, "spider.state") if jobdir else None
+        spider.state_save_interval = settings.getfloat("CIVITAI_STATE_SAVE_INTERVAL", 1.0)
+        for signal in (signals.item_scraped, signals.item_dropped, signals.item_error):
+            crawler.signals.connect(spider._item_finished, signal=signal)
         return spider
 
     async def start(self) -> AsyncIterator[Request]:
+        state = getattr(self, "state", None)  # set by Scrapy's SpiderState when JOBDIR is on
+        saved = state.get("chains", {}) if isinstance(state, dict) else {}
+        stats = self.crawler.stats
         for query in self.crawl_args.queries:
-            self._chains[query.key] = Chain(query)
-            self.crawler.stats.inc_value("api/chains/started")
-            logger.info("Chain %s: starting", query.key)
-            yield self.page_request(query.key, cursor=None)
+            chain = Chain.restore(query, saved[query.key]) if query.key in saved else Chain(query)
+            self._chains[query.key] = chain
+            if chain.status in FINISHED:
+                logger.info("Chain %s: already %s in an earlier run of this job", query.key, chain.status)
+                stats.inc_value("api/chains/already_finished")
+                continue
+            chain.status = "walking"
+            if query.key in saved:
+                stats.inc_value("api/chains/resumed")
+                logger.info("Chain %s: resuming at cursor %r (page %d)", query.key, chain.next_cursor, chain.pages + 1)
+            else:
+                stats.inc_value("api/chains/started")
+                logger.info("Chain %s: starting", query.key)
+            yield self.page_request(query.key, cursor=chain.next_cursor)
+        self._save_state(force=True)
 
     def page_request(self, chain_key: str, cursor: str | None) -> Request:
         chain = self._chains[chain_key]
@@ -87,10 +163,19 @@ class CivitaiSpider(scrapy.Spider):
             # Loops are caught per chain below; the dupefilter must not drop a
             # page that a resumed crawl asks for again.
             dont_filter=True,
-            meta={"chain": chain_key, "cursor": cursor, "handle_httpstatus_all": True},
+            meta={"chain": chain_key, "cursor": cursor, "run": self._run, "handle_httpstatus_all": True},
         )
 
+    def _is_stale(self, request: Request) -> bool:
+        """A page request of an earlier run of this job, brought back by Scrapy's request queue."""
+        if request.meta.get("run") == self._run and request.meta.get("chain") in self._chains:
+            return False
+        self.crawler.stats.inc_value("api/pages/stale_from_earlier_run")
+        return True
+
     def parse_page(self, response: Response) -> Iterator[Request | CivitaiImage]:
+        if self._is_stale(response.request):
+            return
         chain = self._chains[response.meta["chain"]]
         if response.status != 200:
             self._end_chain(chain, f"http_{response.status}", response)
@@ -112,10 +197,17 @@ class CivitaiSpider(scrapy.Spider):
         if not page.items:
             stats.inc_value("api/pages/empty")
 
+        items = list(self._items(chain, page.items))
+        if items:  # registered before any of them can finish
+            chain.sequence += 1
+            chain.in_flight[chain.sequence] = [response.meta["cursor"], len(items)]
+            for item in items:
+                self._item_pages[item["id"]] = (chain, chain.sequence)
         next_request = self._next_page(chain, page)
+        self._save_state()
         if next_request is not None:
             yield next_request
-        yield from self._items(chain, page.items)
+        yield from items
 
     def _next_page(self, chain: Chain, page: api.Page) -> Request | None:
         stats = self.crawler.stats
@@ -132,11 +224,13 @@ class CivitaiSpider(scrapy.Spider):
                     chain.query.key, chain.barren_pages, chain.pages,
                 )
                 stats.inc_value("api/chains/early_stop")
+                chain.status = "early_stop"
                 return None
         cursor = page.next_cursor
         if cursor is None:
             logger.info("Chain %s: complete after %d pages", chain.query.key, chain.pages)
             stats.inc_value("api/chains/completed")
+            chain.status = "complete"
             return None
         if cursor in chain.visited:
             logger.warning(
@@ -145,8 +239,10 @@ class CivitaiSpider(scrapy.Spider):
                 chain.query.key, cursor, chain.pages,
             )
             stats.inc_value("api/chains/loop")
+            chain.status = "loop"
             return None
-        chain.visited.add(cursor)
+        chain.visited[cursor] = None
+        chain.next_cursor = cursor
         return self.page_request(chain.query.key, cursor)
 
     def _items(self, chain: Chain, raw_items: list[Any]) -> Iterator[CivitaiImage]:
@@ -172,8 +268,38 @@ class CivitaiSpider(scrapy.Spider):
             item["image_urls"] = [url]
             yield item
 
+    def _item_finished(self, item: Any, **kwargs: Any) -> None:
+        """An item left the pipelines (stored, dropped or failed): its page is one item closer to done."""
+        image_id = item.get("id") if isinstance(item, (dict, CivitaiImage)) else None
+        entry = self._item_pages.pop(image_id, None) if isinstance(image_id, int) else None
+        if entry is None:
+            return
+        chain, sequence = entry
+        page = chain.in_flight[sequence]
+        page[1] -= 1
+        if page[1] == 0:
+            del chain.in_flight[sequence]
+            self._save_state()
+
+    def _save_state(self, force: bool = False) -> None:
+        """Chain positions into ``spider.state``; with JOBDIR, also onto disk now and then."""
+        state = getattr(self, "state", None)
+        if not isinstance(state, dict):
+            return
+        state["chains"] = {key: chain.snapshot() for key, chain in self._chains.items()}
+        now = time.monotonic()
+        if self._state_file is None or (not force and now - self._state_saved_at < self.state_save_interval):
+            return
+        self._state_saved_at = now
+        write_atomically(self._state_file, pickle.dumps(state, protocol=4))
+
+    def closed(self, reason: str) -> None:
+        self._save_state()  # into spider.state: Scrapy's SpiderState writes it at close
+
     def page_failed(self, failure: Failure) -> None:
         request = failure.request  # type: ignore[attr-defined]
+        if self._is_stale(request):
+            return
         chain = self._chains[request.meta["chain"]]
         self._end_chain(chain, failure.value.__class__.__name__, None, detail=str(failure.value), url=request.url)
 
@@ -192,4 +318,6 @@ class CivitaiSpider(scrapy.Spider):
             "Chain %s: ended after %d pages: %s at %s (%s); other chains go on",
             chain.query.key, chain.pages, reason, url, detail,
         )
+        chain.status = "failed"  # a later run of the job tries this chain again
         self.crawler.stats.inc_value(f"api/chains/failed/{reason}")
+        self._save_state()

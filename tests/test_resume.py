@@ -1,0 +1,106 @@
+"""Pause and resume with JOBDIR: Ctrl-C and SIGKILL at several points, then the same command again.
+
+Each run is a real ``scrapy crawl`` process against the stand-in, as a user runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.mockserver import image_uuid
+from tests.support import REPO, api_image, image_bytes, scenario
+
+FILES = {"jpeg": image_bytes("JPEG"), "png": image_bytes("PNG")}
+IMAGES = [api_image(i, hearts=i % 10, file="jpeg" if i % 3 else "png") for i in range(1, 601)]
+EXPECTED = {i for i in range(1, 601) if i % 10 >= 5}  # min_hearts=5
+ID_BY_UUID = {image_uuid(i): i for i in range(1, 601)}
+SLOW_CDN = [{"server": "cdn", "match": {}, "action": "stall", "seconds": 0.15, "times": -1}]
+
+
+def start_crawl(server, store: Path, jobdir: Path, log: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "scrapy", "crawl", "civitai", "-a", "min_hearts=5",
+         "-s", f"CIVITAI_API_URL={server.api_url}", "-s", f"IMAGES_STORE={store}", "-s", f"JOBDIR={jobdir}",
+         "-s", "CIVITAI_PAGE_LIMIT=20", "-s", "LOG_LEVEL=INFO", "-s", "CIVITAI_RETRY_BACKOFF_BASE=0.05"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=log.open("ab"),
+    )
+
+
+def done_ids(store: Path) -> list[int]:
+    path = store / "downloaded_ids.txt"
+    return [int(x) for x in path.read_text().split()] if path.exists() else []
+
+
+def wait_for_done(process: subprocess.Popen, store: Path, count: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while len(done_ids(store)) < count:
+        assert process.poll() is None, "the crawl ended before the kill point"
+        assert time.monotonic() < deadline, f"only {len(done_ids(store))} done after {timeout} s"
+        time.sleep(0.02)
+
+
+def fetched_ids(server) -> list[int]:
+    return [ID_BY_UUID[r["path"].split("/")[2]] for r in server.requests("cdn") if r["status"] == 200]
+
+
+def check_complete(store: Path) -> None:
+    ids = done_ids(store)
+    assert sorted(ids) == sorted(EXPECTED)  # each image recorded once, none missing
+    images = [p for p in store.iterdir() if p.suffix in (".jpg", ".png")]
+    assert sorted(int(p.stem) for p in images) == sorted(EXPECTED)  # each stored once
+    for image_id in EXPECTED:
+        assert (store / f"{image_id}_pos-prompt.txt").read_text() == "a prompt"
+        assert json.loads((store / f"{image_id}_meta.json").read_text())["seed"] == image_id
+    assert [p.name for p in store.rglob("*.part")] == []  # nothing partial anywhere
+
+
+@pytest.mark.slow
+def test_sigkill_at_several_points_then_resume(server, tmp_path):
+    store, jobdir, log = tmp_path / "store", tmp_path / "job", tmp_path / "crawl.log"
+    for kill_at in (15, 90, 200):
+        server.load(scenario(IMAGES, FILES, faults=SLOW_CDN))
+        before = set(done_ids(store))
+        process = start_crawl(server, store, jobdir, log)
+        wait_for_done(process, store, kill_at)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        assert not before & set(fetched_ids(server)), "a done id was fetched again"
+
+    server.load(scenario(IMAGES, FILES))
+    before = set(done_ids(store))
+    process = start_crawl(server, store, jobdir, log)
+    assert process.wait(timeout=120) == 0, log.read_text()[-3000:]
+
+    assert not before & set(fetched_ids(server)), "a done id was fetched again"
+    check_complete(store)
+    # The last run resumed its chain from the state, not from the first page.
+    pages = [r for r in server.requests("api") if r["path"] == "/api/v1/images"]
+    assert pages and "cursor" in pages[0]["query"], pages[:1]
+    assert len(pages) < 600 // 20 + 1
+
+
+@pytest.mark.slow
+def test_ctrl_c_then_resume(server, tmp_path):
+    store, jobdir, log = tmp_path / "store", tmp_path / "job", tmp_path / "crawl.log"
+    server.load(scenario(IMAGES, FILES, faults=SLOW_CDN))
+    process = start_crawl(server, store, jobdir, log)
+    wait_for_done(process, store, 60)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=60) == 0
+    assert "spider.state" in {p.name for p in jobdir.iterdir()}
+    paused = set(done_ids(store))
+
+    server.load(scenario(IMAGES, FILES))
+    process = start_crawl(server, store, jobdir, log)
+    assert process.wait(timeout=120) == 0, log.read_text()[-3000:]
+
+    assert not paused & set(fetched_ids(server))
+    check_complete(store)
+    assert "resuming at cursor" in log.read_text()
