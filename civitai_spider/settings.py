@@ -41,11 +41,16 @@ CIVITAI_RETRY_AFTER_MAX = 120.0
 
 # --- Politeness and concurrency: one API host, one image host ---------------
 
-USER_AGENT = "civitai-spider/0.1 (+https://github.com/civitai-spider/civitai-spider; Scrapy)"
+USER_AGENT = "civitai-spider/0.1 (Scrapy-based harvester of Civitai images and their generation metadata)"
 ROBOTSTXT_OBEY = False  # a JSON API and a CDN: there is no robots.txt to obey
 CONCURRENT_REQUESTS = 32
 CONCURRENT_REQUESTS_PER_DOMAIN = 16
 DOWNLOAD_TIMEOUT = 60
+# API pages go through their own download slot (one chain asks for one page at a time).
+DOWNLOAD_SLOTS = {"civitai-api": {"concurrency": 8, "delay": 0}}
+# Images downloading or being processed at once (0: CONCURRENT_REQUESTS - 8). Kept
+# below CONCURRENT_REQUESTS so that image downloads never hold up the API walk.
+CIVITAI_IMAGES_IN_FLIGHT = 0
 COOKIES_ENABLED = False
 DEFAULT_REQUEST_HEADERS = {"Accept": "application/json, image/*;q=0.9, */*;q=0.8", "Accept-Language": "en"}
 TELNETCONSOLE_ENABLED = False

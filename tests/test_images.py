@@ -228,3 +228,19 @@ async def test_thumbnails_and_minimum_size_keep_working(server, store):
     with Image.open(store / "thumbs" / "small" / "1.jpg") as thumb:
         assert thumb.size == (50, 25)
     assert failures(store)[2]["reason"] == "too_small"
+
+
+@pytest_twisted.ensureDeferred
+async def test_download_cut_short_is_retried_then_recorded(server, store):
+    files = {"png": encoded(Image.effect_noise((200, 200), 80), "PNG")}
+    server.load(scenario([api_image(1, file="png"), api_image(2, file="png")], files, faults=[
+        {"server": "cdn", "match": {"image_id": 1}, "action": "truncate", "times": 1},
+        {"server": "cdn", "match": {"image_id": 2}, "action": "truncate", "times": -1},
+    ]))
+
+    result = await run_crawl(server, {"IMAGES_STORE": str(store), "RETRY_TIMES": 2})
+
+    assert result.ids == [1]  # cut short once, retried, stored whole
+    assert (store / "1.png").read_bytes() == files["png"]
+    assert failures(store)[2]["reason"] == "incomplete_download"
+    assert not (store / "2.png").exists()

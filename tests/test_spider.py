@@ -294,3 +294,23 @@ def test_bad_arguments_fail_fast_with_a_clear_message(server, argument, message)
     assert len(errors) == 1 and message in errors[0], done.stderr
     assert "Traceback" not in done.stderr
     assert server.requests() == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_next_page_is_requested_before_image_downloads_finish(server, tmp_path):
+    from tests.support import image_bytes
+
+    server.load(scenario(
+        [api_image(i, file="jpeg") for i in range(1, 61)],
+        {"jpeg": image_bytes("JPEG")},
+        faults=[{"server": "cdn", "match": {}, "action": "stall", "seconds": 1.0, "times": -1}],
+    ))
+
+    result = await run_crawl(server, {"IMAGES_STORE": str(tmp_path), "CIVITAI_PAGE_LIMIT": 20})
+
+    assert len(result.ids) == 60
+    pages = [r["time"] for r in api_requests(server)]
+    images = [r["time"] for r in server.requests("cdn")]
+    assert len(pages) == 3
+    # Every page was asked for before the first image download (stalled 1 s) could finish.
+    assert max(pages) < min(images) + 0.9

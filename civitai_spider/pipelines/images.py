@@ -18,6 +18,7 @@ next run tries them again.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from datetime import datetime, timezone
@@ -27,7 +28,6 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from itemadapter import ItemAdapter
 from PIL import Image
-from scrapy.exceptions import DropItem
 from scrapy.http import Request, Response
 from scrapy.http.request import NO_CALLBACK
 from scrapy.pipelines.files import FSFilesStore
@@ -36,6 +36,7 @@ from scrapy.pipelines.media import _MediaRequestFiltered
 from scrapy.utils.asyncio import run_in_thread
 from scrapy.utils.defer import ensure_awaitable
 
+from civitai_spider.exceptions import RetryLater
 from civitai_spider.imaging import ImagePolicy, ImageRejected, StoredImage, process_image
 from civitai_spider.stores import STORE_SCHEMES, RecordFile, remove_partial_files
 
@@ -94,6 +95,13 @@ class CivitaiImagesPipeline(ImagesPipeline):
             thumbs=tuple((name, tuple(size)) for name, size in self.thumbs.items()),
         )
         self.max_bytes = settings.getint("CIVITAI_IMAGE_MAX_BYTES")
+        in_flight = settings.getint("CIVITAI_IMAGES_IN_FLIGHT")
+        if in_flight <= 0:
+            in_flight = max(1, settings.getint("CONCURRENT_REQUESTS") - 8)
+        # Every queued download counts against CONCURRENT_REQUESTS; past it, Scrapy
+        # stops handing out scheduled requests, API pages included. Gating images
+        # below that limit keeps the walk going however large the image backlog.
+        self._gate = asyncio.Semaphore(in_flight)
         self.local_root = Path(self.store.basedir) if isinstance(self.store, FSFilesStore) else None
         self.failures = RecordFile(self.local_root / FAILURES_FILE) if self.local_root else None
 
@@ -111,6 +119,15 @@ class CivitaiImagesPipeline(ImagesPipeline):
     def close_spider(self, spider: Any = None) -> None:
         if self.failures is not None:
             self.failures.close()
+
+    async def process_item(self, item: Any, spider: Any = None) -> Any:
+        async with self._gate:
+            if not self.crawler.engine.running:
+                # Stopping (Ctrl-C): finish what is downloading, leave the rest for the
+                # resumed run (not done, so fetched then), instead of draining the backlog.
+                self.crawler.stats.inc_value("images/left_for_next_run")
+                raise RetryLater(f"image {ItemAdapter(item).get('id')}: left for the next run (stopping)", log_level="DEBUG")
+            return await super().process_item(item)
 
     def get_media_requests(self, item: Any, info: MediaPipeline.SpiderInfo) -> list[Request]:
         urls = ItemAdapter(item).get(self.images_urls_field) or []
@@ -213,7 +230,7 @@ class CivitaiImagesPipeline(ImagesPipeline):
             exc = value.value
             reason, detail = (exc.reason, exc.detail) if isinstance(exc, ImageFailed) else ("error", repr(exc))
             self._record_failure(adapter, reason, detail)
-            raise DropItem(f"image {adapter.get('id')} not stored: {reason} ({detail}) from {adapter.get('url')}")
+            raise RetryLater(f"image {adapter.get('id')} not stored: {reason} ({detail}) from {adapter.get('url')}")
         adapter[self.images_result_field] = [value for ok, value in results if ok]
         return item
 

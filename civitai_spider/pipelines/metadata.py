@@ -24,9 +24,9 @@ from io import BytesIO
 from typing import TYPE_CHECKING, Any
 
 from itemadapter import ItemAdapter
-from scrapy.exceptions import DropItem
 from scrapy.utils.defer import ensure_awaitable
 
+from civitai_spider.exceptions import RetryLater
 from civitai_spider.stores import open_store
 
 if TYPE_CHECKING:
@@ -91,7 +91,7 @@ class MetadataPipeline:
                 )
             except Exception as exc:
                 stats.inc_value("metadata/failed")
-                raise DropItem(f"image {adapter.get('id')}: metadata file {name} not stored: {exc}") from exc
+                raise RetryLater(f"image {adapter.get('id')}: metadata file {name} not stored: {exc}") from exc
             stats.inc_value("metadata/files_written")
             stats.inc_value("metadata/bytes_written", len(data))
         return item

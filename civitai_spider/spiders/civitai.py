@@ -38,6 +38,7 @@ from scrapy.utils.job import job_dir
 from twisted.python.failure import Failure
 
 from civitai_spider import api
+from civitai_spider.exceptions import RetryLater
 from civitai_spider.arguments import CrawlArguments, Query, parse_arguments
 from civitai_spider.items import API_FIELDS, CivitaiImage
 from civitai_spider.stores import write_atomically
@@ -45,6 +46,7 @@ from civitai_spider.stores import write_atomically
 logger = logging.getLogger(__name__)
 
 
+API_SLOT = "civitai-api"
 FINISHED = ("complete", "loop", "early_stop")  # a chain in one of these is not walked again
 
 
@@ -129,7 +131,7 @@ class CivitaiSpider(scrapy.Spider):
         spider._state_file = Path(jobdir, "spider.state") if jobdir else None
         spider.state_save_interval = settings.getfloat("CIVITAI_STATE_SAVE_INTERVAL", 1.0)
         for signal in (signals.item_scraped, signals.item_dropped, signals.item_error):
-            crawler.signals.connect(spider._item_finished, signal=signal)
+            crawler.signals.connect(spider._item_left_pipelines, signal=signal)
         return spider
 
     async def start(self) -> AsyncIterator[Request]:
@@ -163,7 +165,14 @@ class CivitaiSpider(scrapy.Spider):
             # Loops are caught per chain below; the dupefilter must not drop a
             # page that a resumed crawl asks for again.
             dont_filter=True,
-            meta={"chain": chain_key, "cursor": cursor, "run": self._run, "handle_httpstatus_all": True},
+            meta={
+                "chain": chain_key,
+                "cursor": cursor,
+                "run": self._run,
+                "handle_httpstatus_all": True,
+                # Its own download slot: API pages never queue behind image downloads.
+                "download_slot": API_SLOT,
+            },
         )
 
     def _is_stale(self, request: Request) -> bool:
@@ -268,11 +277,14 @@ class CivitaiSpider(scrapy.Spider):
             item["image_urls"] = [url]
             yield item
 
-    def _item_finished(self, item: Any, **kwargs: Any) -> None:
-        """An item left the pipelines (stored, dropped or failed): its page is one item closer to done."""
+    def _item_left_pipelines(self, item: Any, exception: Any = None, failure: Any = None, **kwargs: Any) -> None:
+        """An item left the pipelines. Stored, or dropped for good (filtered, already done):
+        its page is one item closer to finished. Failed, or left by a stopping crawl
+        (``RetryLater``), or broken by an error: its page stays unfinished, so a resumed
+        job walks it again and retries the item."""
         image_id = item.get("id") if isinstance(item, (dict, CivitaiImage)) else None
         entry = self._item_pages.pop(image_id, None) if isinstance(image_id, int) else None
-        if entry is None:
+        if entry is None or isinstance(exception, RetryLater) or failure is not None:
             return
         chain, sequence = entry
         page = chain.in_flight[sequence]
