@@ -93,6 +93,15 @@ CIVITAI_IMAGE_MAX_BYTES = 256 * 1024 * 1024
 # Scrapy's own image settings keep working: IMAGES_MIN_WIDTH, IMAGES_MIN_HEIGHT,
 # IMAGES_THUMBS ({"small": (256, 256)} -> thumbs/small/N.jpg).
 
+# --- Records: downloaded_ids.txt and failures.jsonl at the top of IMAGES_STORE ---
+# On a path each line is appended at once; on s3:// and gs:// a run writes segment
+# objects <name>.d/<UTC start>-<random>-<seq> instead (read back with <name> itself).
+
+# s3:// / gs://: write a segment as soon as this many lines are waiting...
+CIVITAI_RECORD_FLUSH_LINES = 500
+# ...or this many seconds after the first waiting line (0: no time limit), and at close.
+CIVITAI_RECORD_FLUSH_SECONDS = 30.0
+
 # --- Metadata -------------------------------------------------------------------
 
 # Beside N.jpg: N_pos-prompt.txt, N_neg-prompt.txt, N_meta.json. With this on,

@@ -1,8 +1,16 @@
-"""Shared fixtures: the one local Civitai stand-in (API + CDN) for the whole session."""
+"""Shared fixtures: the one local Civitai stand-in (API + CDN) and one local S3 server for the session."""
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
+import time
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,3 +28,95 @@ def server(mockserver: MockServer) -> MockServer:
     """The stand-in, with an empty scenario: each test loads its own."""
     mockserver.load({"images": [], "files": {}})
     return mockserver
+
+
+# --- a real S3 API on 127.0.0.1 (moto_server) ---------------------------------------
+
+
+@dataclass
+class S3Server:
+    """A running ``moto_server`` with one bucket, and a boto3 client to look into it."""
+
+    endpoint: str
+    bucket: str
+    client: Any
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """What a crawl needs to use this server (Scrapy's S3 store reads these settings)."""
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_REGION_NAME": "us-east-1",
+        }
+
+    def new_store(self) -> str:
+        """A fresh ``s3://`` store (its own prefix in the bucket)."""
+        return f"s3://{self.bucket}/{uuid.uuid4().hex[:12]}/"
+
+    def objects(self, store: str) -> dict[str, dict[str, Any]]:
+        """Key (relative to the store) -> the object's ``body``, ``type``, ``etag``, ``modified``."""
+        prefix = store.split("/", 3)[3]
+        found: dict[str, dict[str, Any]] = {}
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            for entry in page.get("Contents", ()):
+                got = self.client.get_object(Bucket=self.bucket, Key=entry["Key"])
+                found[entry["Key"][len(prefix):]] = {
+                    "body": got["Body"].read(),
+                    "type": got["ContentType"],
+                    "etag": entry["ETag"],
+                    "modified": entry["LastModified"],
+                }
+        return found
+
+    def put(self, store: str, key: str, body: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=store.split("/", 3)[3] + key, Body=body)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """``moto_server`` in a subprocess on a free port, with a bucket; killed at the end."""
+    import boto3
+
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    log = Path(tmp_path_factory.mktemp("moto")) / "moto_server.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while not answers(port):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"moto_server did not start:\n{log.read_text(errors='replace')}")
+            time.sleep(0.05)
+        client = boto3.client(
+            "s3", endpoint_url=endpoint, region_name="us-east-1",
+            aws_access_key_id="testing", aws_secret_access_key="testing",
+        )
+        client.create_bucket(Bucket="civitai-test")
+        yield S3Server(endpoint=endpoint, bucket="civitai-test", client=client)
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -10,10 +10,11 @@ are used.
 
 A file that cannot be stored (HTTP error, unidentifiable or damaged bytes, a
 bomb, a download over ``CIVITAI_IMAGE_MAX_BYTES``) fails its item: the item is
-dropped with the reason, one JSON line goes to ``failures.jsonl`` at the top of
-the store (id, url, reason, detail, UTC time), ``images/failed/<reason>`` is
-counted, and the crawl goes on. Failed images are not recorded as done, so the
-next run tries them again.
+dropped with the reason, one JSON line goes to the ``failures.jsonl`` record at
+the top of the store (id, url, reason, detail, UTC time; on ``s3://``/``gs://``
+segment objects under ``failures.jsonl.d/``, see ``civitai_spider.stores``),
+``images/failed/<reason>`` is counted, and the crawl goes on. Failed images are
+not recorded as done, so the next run tries them again.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from scrapy.utils.defer import ensure_awaitable
 
 from civitai_spider.exceptions import RetryLater
 from civitai_spider.imaging import ImagePolicy, ImageRejected, StoredImage, process_image
-from civitai_spider.stores import STORE_SCHEMES, RecordFile, remove_partial_files
+from civitai_spider.stores import STORE_SCHEMES, open_record, remove_partial_files
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -103,7 +104,7 @@ class CivitaiImagesPipeline(ImagesPipeline):
         # below that limit keeps the walk going however large the image backlog.
         self._gate = asyncio.Semaphore(in_flight)
         self.local_root = Path(self.store.basedir) if isinstance(self.store, FSFilesStore) else None
-        self.failures = RecordFile(self.local_root / FAILURES_FILE) if self.local_root else None
+        self.failures = open_record(self.store, FAILURES_FILE, settings, crawler.stats)
 
     def open_spider(self, spider: Any = None) -> None:
         super().open_spider()
@@ -116,9 +117,8 @@ class CivitaiImagesPipeline(ImagesPipeline):
             if removed:
                 logger.info("Removed %d partial files left by an interrupted run", removed)
 
-    def close_spider(self, spider: Any = None) -> None:
-        if self.failures is not None:
-            self.failures.close()
+    async def close_spider(self, spider: Any = None) -> None:
+        await self.failures.close()
 
     async def process_item(self, item: Any, spider: Any = None) -> Any:
         async with self._gate:
@@ -237,8 +237,6 @@ class CivitaiImagesPipeline(ImagesPipeline):
     def _record_failure(self, adapter: ItemAdapter, reason: str, detail: str) -> None:
         self.crawler.stats.inc_value("images/failed")
         self.crawler.stats.inc_value(f"images/failed/{reason}")
-        if self.failures is None:
-            return
         record = {
             "id": adapter.get("id"),
             "url": adapter.get("url"),

@@ -1,29 +1,33 @@
 """Done ids: skip images already stored, record each image once it is complete.
 
 - At start, the done ids are loaded from ``downloaded_ids.txt`` at the top of the
-  store (one id per line: the original script's file can be dropped in).
+  store (one id per line: the original script's file can be dropped in), in a
+  worker thread. On ``s3://``/``gs://`` that is the plain object plus every
+  run's segment objects (``civitai_spider.stores.SegmentRecord``), so a job on
+  Zyte Scrapy Cloud skips what earlier jobs stored.
 - ``process_item`` drops an item whose id is done, before anything is downloaded
   (``done/skipped``), and one whose id is already in flight in this run.
 - An id is recorded as done on Scrapy's ``item_scraped`` signal, i.e. only after
   every later pipeline (image AND metadata files) has stored it: appended to
-  ``downloaded_ids.txt`` and flushed at once (``done/recorded``). A failed or
-  dropped image is never recorded, so the next run tries it again.
+  the record (``done/recorded``): flushed at once to a file, written in
+  segments to an object store (at most ``CIVITAI_RECORD_FLUSH_LINES`` ids or
+  ``CIVITAI_RECORD_FLUSH_SECONDS`` late, and at close). A failed or dropped
+  image is never recorded, so the next run tries it again.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from itemadapter import ItemAdapter
 from scrapy import signals
 from scrapy.exceptions import DropItem, NotConfigured
-from scrapy.pipelines.files import FSFilesStore
+from scrapy.utils.asyncio import run_in_thread
 
-from civitai_spider.done_ids import DoneIds, parse_ids, read_chunks
-from civitai_spider.stores import RecordFile, open_store
+from civitai_spider.done_ids import DoneIds, parse_ids
+from civitai_spider.stores import open_record, open_store
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -44,9 +48,7 @@ class DoneIdsPipeline:
         if not store_uri:
             raise NotConfigured("no IMAGES_STORE: nothing is stored, so nothing is done")
         store = open_store(str(store_uri), crawler.settings)
-        if not isinstance(store, FSFilesStore):
-            raise NotConfigured(f"done ids are kept for filesystem stores only so far, not {store_uri}")
-        self.record = RecordFile(Path(store.basedir) / DONE_FILE)
+        self.record = open_record(store, DONE_FILE, crawler.settings, crawler.stats)
         self.done = DoneIds()
         self.in_flight: set[int] = set()
         crawler.signals.connect(self.item_scraped, signal=signals.item_scraped)
@@ -57,23 +59,23 @@ class DoneIdsPipeline:
     def from_crawler(cls, crawler: Crawler) -> DoneIdsPipeline:
         return cls(crawler)
 
-    def open_spider(self) -> None:
+    async def open_spider(self) -> None:
         started = time.perf_counter()
-        path = self.record.path
-        ids, bad = parse_ids(read_chunks(str(path))) if path.exists() else (None, 0)
+        where = self.record.location
+        ids, bad = await run_in_thread(parse_ids, self.record.read_chunks())
         self.done = DoneIds(ids)
         stats = self.crawler.stats
         stats.set_value("done/loaded", self.done.loaded_count)
         if bad:
             stats.set_value("done/unreadable_lines", bad)
-            logger.warning("%s: skipped %d lines that are not image ids", path, bad)
+            logger.warning("%s: skipped %d lines that are not image ids", where, bad)
         logger.info(
             "Loaded %d done image ids from %s in %.2f s",
-            self.done.loaded_count, path, time.perf_counter() - started,
+            self.done.loaded_count, where, time.perf_counter() - started,
         )
 
-    def close_spider(self) -> None:
-        self.record.close()
+    async def close_spider(self) -> None:
+        await self.record.close()
 
     def process_item(self, item: Any) -> Any:
         image_id = ItemAdapter(item).get("id")

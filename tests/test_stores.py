@@ -1,0 +1,226 @@
+"""Records on object stores: real crawls into a local S3 (moto_server) and the segment record itself."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest_twisted
+from scrapy.settings import Settings
+from scrapy.utils.asyncio import sleep
+from scrapy.utils.defer import deferred_f_from_coro_f
+from scrapy.utils.test import get_crawler
+
+from civitai_spider.done_ids import parse_ids
+from civitai_spider.stores import FileRecord, S3Objects, SegmentRecord, open_record, open_store
+from tests.support import api_image, image_bytes, run_crawl, scenario
+
+FILES = {"jpeg": image_bytes("JPEG"), "png": image_bytes("PNG")}
+SEGMENT = re.compile(r"^(?P<name>[^/]+)\.d/(?P<run>\d{8}T\d{6}Z-[0-9a-f]{6})-(?P<seq>\d{6})$")
+
+
+def segments(objects, name):
+    """(run token, seq, body) of each segment of record ``name``, in key order."""
+    found = []
+    for key in sorted(objects):
+        match = SEGMENT.match(key)
+        if match and match["name"] == name:
+            found.append((match["run"], int(match["seq"]), objects[key]["body"]))
+    return found
+
+
+def record_lines(objects, name):
+    return [line for _, _, body in segments(objects, name) for line in body.decode().splitlines()]
+
+
+def s3_record(s3, store, name="record.txt", **settings) -> SegmentRecord:
+    settings = Settings({**s3.settings, **settings})
+    record = open_record(open_store(store, settings), name, settings)
+    assert isinstance(record, SegmentRecord)
+    return record
+
+
+# --- crawls into s3:// ---------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_s3_store_gets_images_metadata_and_done_ids_and_a_second_run_downloads_nothing(server, s3):
+    store = s3.new_store()
+    images = [api_image(i, file="jpeg" if i % 2 else "png", prompt=f"prompt {i}") for i in range(1, 6)]
+    settings = {"IMAGES_STORE": store, "CIVITAI_RECORD_FLUSH_LINES": 2, **s3.settings}
+    server.load(scenario(images, FILES))
+
+    first = await run_crawl(server, settings)
+
+    assert sorted(first.ids) == [1, 2, 3, 4, 5] and first.stats["done/recorded"] == 5
+    objects = s3.objects(store)
+    assert objects["1.jpg"]["body"] == FILES["jpeg"] and objects["1.jpg"]["type"] == "image/jpeg"
+    assert objects["2.png"]["body"] == FILES["png"] and objects["2.png"]["type"] == "image/png"
+    assert objects["1_pos-prompt.txt"]["body"] == b"prompt 1"
+    assert objects["1_pos-prompt.txt"]["type"] == "text/plain; charset=utf-8"
+    assert json.loads(objects["2_meta.json"]["body"]) == images[1]["meta"]
+    assert objects["2_meta.json"]["type"] == "application/json"
+    # Done ids: segments of 2, 2 and (at close) 1 id, all of one run.
+    written = segments(objects, "downloaded_ids.txt")
+    assert [seq for _, seq, _ in written] == [1, 2, 3] and len({run for run, _, _ in written}) == 1
+    assert sorted(map(int, record_lines(objects, "downloaded_ids.txt"))) == [1, 2, 3, 4, 5]
+    assert "downloaded_ids.txt" not in objects and "failures.jsonl" not in objects
+    assert first.stats["records/downloaded_ids.txt/segments_written"] == 3
+
+    server.load(scenario(images, FILES))
+    second = await run_crawl(server, settings)
+
+    assert server.requests("cdn") == []
+    assert second.ids == [] and second.stats["done/loaded"] == 5 and second.stats["done/skipped"] == 5
+    assert s3.objects(store) == objects  # not one object written or rewritten
+
+
+@pytest_twisted.ensureDeferred
+async def test_s3_plain_done_ids_object_uploaded_by_hand_is_honoured(server, s3):
+    store = s3.new_store()
+    s3.put(store, "downloaded_ids.txt", b"1\n2\n")
+    server.load(scenario([api_image(i, file="jpeg") for i in range(1, 5)], FILES))
+
+    result = await run_crawl(server, {"IMAGES_STORE": store, **s3.settings})
+
+    assert sorted(result.ids) == [3, 4] and result.stats["done/loaded"] == 2
+    assert len(server.requests("cdn")) == 2
+    objects = s3.objects(store)
+    assert "1.jpg" not in objects and "3.jpg" in objects
+    assert objects["downloaded_ids.txt"]["body"] == b"1\n2\n"  # left as it was
+    assert sorted(record_lines(objects, "downloaded_ids.txt")) == ["3", "4"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_s3_failures_land_as_segments(server, s3):
+    store = s3.new_store()
+    # 2 and 3 have no file: the stand-in's CDN answers 404.
+    server.load(scenario([api_image(1, file="jpeg"), api_image(2), api_image(3)], FILES))
+
+    result = await run_crawl(server, {"IMAGES_STORE": store, **s3.settings})
+
+    assert result.ids == [1] and result.stats["images/failed/http_404"] == 2
+    objects = s3.objects(store)
+    written = segments(objects, "failures.jsonl")
+    assert len(written) == 1 and objects[f"failures.jsonl.d/{written[0][0]}-000001"]["type"].startswith("text/plain")
+    failures = {r["id"]: r for r in map(json.loads, record_lines(objects, "failures.jsonl"))}
+    assert sorted(failures) == [2, 3]
+    assert {r["reason"] for r in failures.values()} == {"http_404"}
+    assert all(r["url"].startswith(server.cdn_root) and r["time"].endswith("+00:00") for r in failures.values())
+    assert record_lines(objects, "downloaded_ids.txt") == ["1"]
+
+
+# --- the segment record against the S3 server --------------------------------------------
+# (deferred_f_from_coro_f: these tests await asyncio futures directly, as Scrapy code does.)
+
+
+@deferred_f_from_coro_f
+async def test_segments_are_written_by_line_count_then_at_close(s3):
+    store = s3.new_store()
+    record = s3_record(s3, store, CIVITAI_RECORD_FLUSH_LINES=3, CIVITAI_RECORD_FLUSH_SECONDS=0)
+
+    for line in "abcdefg":
+        record.append(line)
+    await record.wait_uploads()
+
+    assert [(seq, body) for _, seq, body in segments(s3.objects(store), "record.txt")] == [
+        (1, b"a\nb\nc\n"), (2, b"d\ne\nf\n")]
+    await record.close()
+    written = segments(s3.objects(store), "record.txt")
+    assert [(seq, body) for _, seq, body in written] == [(1, b"a\nb\nc\n"), (2, b"d\ne\nf\n"), (3, b"g\n")]
+    assert written[0][0] == record.run_token
+
+
+@deferred_f_from_coro_f
+async def test_waiting_lines_are_written_at_close(s3):
+    store = s3.new_store()
+    record = s3_record(s3, store)
+
+    record.append("1")
+    record.append("2")
+    await record.wait_uploads()
+    assert s3.objects(store) == {}  # under 500 lines and 30 s: still waiting
+
+    await record.close()
+    assert [body for _, _, body in segments(s3.objects(store), "record.txt")] == [b"1\n2\n"]
+
+
+@deferred_f_from_coro_f
+async def test_waiting_lines_are_written_after_flush_seconds(s3):
+    store = s3.new_store()
+    record = s3_record(s3, store, CIVITAI_RECORD_FLUSH_SECONDS=0.2)
+
+    record.append("1")
+    await sleep(0.6)  # no append, no close: the timer writes it
+    await record.wait_uploads()
+    assert [body for _, _, body in segments(s3.objects(store), "record.txt")] == [b"1\n"]
+
+    await record.close()
+    assert len(s3.objects(store)) == 1
+
+
+@deferred_f_from_coro_f
+async def test_read_back_is_the_plain_object_then_segments_in_key_order(s3):
+    store = s3.new_store()
+    s3.put(store, "ids.txt", b"1\n2")  # uploaded by hand, no final newline
+    s3.put(store, "ids.txt.bak", b"99\n")  # not part of the record
+    target = open_store(store, Settings(s3.settings))
+    later = SegmentRecord(target, S3Objects(target), "ids.txt", flush_lines=1, run_token="20270101T000000Z-000000")
+    earlier = SegmentRecord(target, S3Objects(target), "ids.txt", flush_lines=1, run_token="20260101T000000Z-ffffff")
+    for number in range(3, 23):  # 20 one-line segments: more than are fetched at once
+        earlier.append(str(number))
+    await earlier.close()
+    later.append("23")  # written last, sorts last by its run token
+    await later.close()
+
+    reader = s3_record(s3, store, "ids.txt")
+    chunks = list(reader.read_chunks())
+    assert b"".join(chunks) == b"".join(b"%d\n" % n for n in range(1, 24))
+    assert reader.read_lines() == [str(n) for n in range(1, 24)]
+    ids, bad = parse_ids(chunks)
+    assert ids.tolist() == list(range(1, 24)) and bad == 0
+
+
+@deferred_f_from_coro_f
+async def test_empty_store(s3):
+    store = s3.new_store()
+    record = s3_record(s3, store)
+
+    assert list(record.read_chunks()) == [] and record.read_lines() == []
+    ids, bad = parse_ids(record.read_chunks())
+    assert len(ids) == 0 and bad == 0
+    await record.close()
+    assert s3.objects(store) == {}
+
+
+@deferred_f_from_coro_f
+async def test_failed_uploads_are_retried_then_counted_as_lost(s3):
+    settings = Settings({**s3.settings, "CIVITAI_RECORD_FLUSH_LINES": 1})
+    stats = get_crawler().stats
+    record = open_record(open_store("s3://no-such-bucket/x/", settings), "record.txt", settings, stats)
+
+    record.append("1")  # written at once (1 line), fails, kept
+    await record.wait_uploads()
+    record.append("2")  # held back: the last upload failed under 10 s ago
+    await record.wait_uploads()
+    assert stats.get_value("records/record.txt/upload_errors") == 1
+
+    await record.close()  # does not raise: 3 more tries, then the lines are counted as lost
+    assert stats.get_value("records/record.txt/upload_errors") == 4
+    assert stats.get_value("records/record.txt/lines_lost") == 2
+
+
+# --- the file record ---------------------------------------------------------------------
+
+
+@deferred_f_from_coro_f
+async def test_file_record_appends_after_a_file_without_final_newline(tmp_path):
+    (tmp_path / "downloaded_ids.txt").write_text("1\n2")
+    record = open_record(open_store(str(tmp_path), Settings()), "downloaded_ids.txt", Settings())
+    assert isinstance(record, FileRecord)
+
+    assert record.read_lines() == ["1", "2"]
+    record.append("3")
+    assert (tmp_path / "downloaded_ids.txt").read_text() == "1\n2\n3\n"  # flushed at once
+    await record.close()
+    assert parse_ids(record.read_chunks())[0].tolist() == [1, 2, 3]
