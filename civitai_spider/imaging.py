@@ -179,7 +179,14 @@ def _flatten(image: Image.Image) -> Image.Image:
     return Image.alpha_composite(background, rgba).convert("RGB")
 
 
-def _encode(image: Image.Image, target: str, policy: ImagePolicy, parameters: str | None, exif: Image.Exif | None, icc: bytes | None) -> bytes:
+def _encode(
+    image: Image.Image,
+    target: str,
+    policy: ImagePolicy,
+    parameters: str | None,
+    exif: Image.Exif | None,
+    icc: bytes | None,
+) -> bytes:
     out = io.BytesIO()
     if target == "png":
         pnginfo = PngImagePlugin.PngInfo()

@@ -15,4 +15,5 @@ from scrapy.logformatter import LogFormatter, LogFormatterResult
 class CivitaiLogFormatter(LogFormatter):
     def dropped(self, item: Any, exception: BaseException, response: Any, spider: Any) -> LogFormatterResult:
         result = super().dropped(item, exception, response, spider)
-        return {"level": result.get("level", logging.WARNING), "msg": "Dropped: %(exception)s", "args": {"exception": exception}}
+        level = result.get("level", logging.WARNING)
+        return {"level": level, "msg": "Dropped: %(exception)s", "args": {"exception": exception}}

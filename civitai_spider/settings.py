@@ -108,6 +108,22 @@ CIVITAI_RECORD_FLUSH_SECONDS = 30.0
 # also N.txt: the prompt without <lora:...> tags, as a caption for training tools.
 CIVITAI_CAPTION_FILES = False
 
+# --- The run experience -------------------------------------------------------
+
+EXTENSIONS = {
+    "civitai_spider.extensions.fieldstats.CivitaiFieldStats": 10,
+    "civitai_spider.extensions.progress.Progress": 500,
+    "civitai_spider.extensions.summary.RunSummary": 600,
+}
+# Field coverage of the items (scrapy-fieldstats), in the closing log and in the
+# stats as "fields_coverage"; counted down to this many levels (item fields, meta keys).
+FIELDSTATS_ENABLED = True
+FIELDSTATS_MAX_DEPTH = 2
+# "auto": a live line when stderr is a terminal, else a log line every
+# CIVITAI_PROGRESS_INTERVAL seconds; "bar", "log" or "off".
+CIVITAI_PROGRESS = "auto"
+CIVITAI_PROGRESS_INTERVAL = 60.0
+
 # --- Twisted / Scrapy plumbing ----------------------------------------------
 
 TWISTED_REACTOR = "twisted.internet.asyncioreactor.AsyncioSelectorReactor"

@@ -38,6 +38,13 @@ def transparent(mode: str) -> Image.Image:
     return rgba.convert(mode)
 
 
+def user_comment(text: str) -> Image.Exif:
+    """EXIF with an A1111-style UserComment ("UNICODE\\0" + UTF-16BE)."""
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[0x9286] = b"UNICODE\0" + text.encode("utf-16-be")
+    return exif
+
+
 def rotated_webp() -> bytes:
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90° clockwise to display
@@ -58,8 +65,7 @@ FILES = {
     "gif": image_bytes("GIF", "P"),
     "tiff16": encoded(Image.new("I;16", (8, 8), 40000), "TIFF"),
     "rotated_webp": rotated_webp(),
-    "webp_params": encoded(Image.open(io.BytesIO(png_with_parameters())), "WEBP",
-                           exif=(lambda e: (e.get_ifd(0x8769).__setitem__(0x9286, b"UNICODE\0" + PARAMETERS.encode("utf-16-be")), e)[1])(Image.Exif())),
+    "webp_params": encoded(Image.open(io.BytesIO(png_with_parameters())), "WEBP", exif=user_comment(PARAMETERS)),
     "truncated_jpeg": image_bytes("JPEG", size=(256, 256))[:-600],
     "truncated_png": png_with_parameters()[:-40],
     "html": b"<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head></html>",

@@ -1,21 +1,32 @@
-"""``scrapy crawl`` that validates the spider's arguments before anything starts.
+"""``scrapy crawl`` that validates the spider's arguments first, and exits non-zero on failure.
 
 A bad argument becomes Scrapy's ``UsageError``: one ``error:`` line naming the
 argument and what it accepts, exit status 2, no traceback and no request.
 Spiders opt in with a ``check_arguments(kwargs)`` classmethod.
+
+A crawl that closes with one of ``FAILED_REASONS`` (the API refusing the key or
+unreachable from the first page, a store that cannot be written) exits with 1.
 """
 
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from scrapy.commands.crawl import Command as ScrapyCrawlCommand
 from scrapy.exceptions import UsageError
 
 from civitai_spider.arguments import ArgumentError
+from civitai_spider.extensions.summary import FAILED_REASONS
 
 
 class Command(ScrapyCrawlCommand):
+    _crawler: Any = None
+
+    def _create_crawler(self, spname: str) -> Any:
+        self._crawler = super()._create_crawler(spname)
+        return self._crawler
+
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
         if len(args) == 1 and self.crawler_process is not None:
             spidercls = self.crawler_process.spider_loader.load(args[0])
@@ -26,3 +37,6 @@ class Command(ScrapyCrawlCommand):
                 except ArgumentError as exc:
                     raise UsageError(str(exc), print_help=False) from None
         super().run(args, opts)
+        stats = getattr(self._crawler, "stats", None)
+        if stats is not None and stats.get_value("finish_reason") in FAILED_REASONS:
+            self.exitcode = 1

@@ -26,20 +26,21 @@ import pickle
 import secrets
 import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import scrapy
 from scrapy import signals
 from scrapy.downloadermiddlewares.retry import get_retry_request
 from scrapy.http import Request, Response
+from scrapy.utils.defer import deferred_from_coro
 from scrapy.utils.job import job_dir
 from twisted.python.failure import Failure
 
 from civitai_spider import api
-from civitai_spider.exceptions import RetryLater
 from civitai_spider.arguments import CrawlArguments, Query, parse_arguments
+from civitai_spider.exceptions import RetryLater
 from civitai_spider.items import API_FIELDS, CivitaiImage
 from civitai_spider.stores import write_atomically
 
@@ -333,3 +334,22 @@ class CivitaiSpider(scrapy.Spider):
         chain.status = "failed"  # a later run of the job tries this chain again
         self.crawler.stats.inc_value(f"api/chains/failed/{reason}")
         self._save_state()
+        if reason in ("http_401", "http_403"):
+            logger.error(
+                "The API refused this crawl (%s): the API key is missing, wrong or lacks access. "
+                "Set CIVITAI_API_KEY (environment variable or -s CIVITAI_API_KEY=...).", reason,
+            )
+            self._close("api_key_rejected")
+            return
+        all_started = len(self._chains) == len(self.crawl_args.queries)
+        if all_started and not self.crawler.stats.get_value("api/pages") and all(
+            c.status in ("failed", *FINISHED) for c in self._chains.values()
+        ):
+            logger.error(
+                "Could not use the API at %s: no chain got a single page (last: %s, %s)", self.api_url, reason, detail
+            )
+            self._close("api_unavailable")
+
+    def _close(self, reason: str) -> None:
+        """Close the crawl with ``reason`` (from a callback or an errback, without a traceback)."""
+        deferred_from_coro(self.crawler.engine.close_spider_async(reason=reason))

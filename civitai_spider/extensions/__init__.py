@@ -1,0 +1,1 @@
+"""Extensions: field coverage, a live progress display, and the closing summary."""

@@ -1,0 +1,98 @@
+"""The closing summary: what the run stored, dropped and failed, in plain words.
+
+Logged once, at the very end (after Scrapy's stats dump), from the crawl's
+stats. A run that could not do its job closes with one of ``FAILED_REASONS``;
+the project's ``scrapy crawl`` turns those into a non-zero exit status.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from scrapy import signals
+
+from civitai_spider.extensions.progress import human_bytes
+
+if TYPE_CHECKING:
+    from scrapy.crawler import Crawler
+
+logger = logging.getLogger(__name__)
+
+#: Close reasons that mean the crawl could not do its job.
+FAILED_REASONS = {
+    "bad_arguments": "the spider arguments were not valid",
+    "api_key_rejected": "the API refused the key (HTTP 401/403): check CIVITAI_API_KEY",
+    "api_unavailable": "the API could not be used from the first page on",
+    "store_unwritable": "the store (IMAGES_STORE) cannot be written",
+    "store_failing": "the store kept failing to write",
+}
+
+
+def by_reason(stats: dict[str, Any], prefix: str) -> str:
+    counts = {k[len(prefix):]: v for k, v in stats.items() if k.startswith(prefix)}
+    return ", ".join(f"{reason} {count}" for reason, count in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def failures_location(store: str) -> str:
+    """Where failures.jsonl is: a file in a local store, segment objects in s3:// or gs://."""
+    name = "failures.jsonl.d/" if store.startswith(("s3://", "gs://")) else "failures.jsonl"
+    return f"{store.rstrip('/')}/{name}"
+
+
+def duration(seconds: float) -> str:
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+def summary_lines(stats: dict[str, Any], elapsed: float, store: str) -> list[str]:
+    reason = stats.get("finish_reason", "unknown")
+    stored = stats.get("images/stored", 0)
+    written = stats.get("images/bytes_written", 0) + stats.get("metadata/bytes_written", 0)
+    chains = by_reason(stats, "api/chains/") or "none"
+    lines = [
+        f"civitai-spider {'FAILED: ' + FAILED_REASONS[reason] if reason in FAILED_REASONS else 'finished'}"
+        f" ({reason}) after {duration(elapsed)}",
+        f"  API: {stats.get('api/pages', 0)} pages, {stats.get('api/items', 0)} images seen; chains: {chains}",
+        f"  stored: {stored} new images, {human_bytes(written)} written; "
+        f"{stats.get('done/skipped', 0)} already done earlier (skipped)",
+    ]
+    dropped = stats.get("filter/dropped", 0)
+    reasons = f" ({by_reason(stats, 'filter/dropped/')})" if dropped else ""
+    lines.append(f"  dropped by the filter: {dropped}{reasons}")
+    failed = stats.get("images/failed", 0)
+    if failed:
+        lines.append(
+            f"  failed: {failed} ({by_reason(stats, 'images/failed/')}); listed in {failures_location(store)}"
+            " and retried by the next run"
+        )
+    else:
+        lines.append("  failed: 0")
+    if stats.get("images/left_for_next_run"):
+        lines.append(f"  left for the next run (stopped early): {stats['images/left_for_next_run']}")
+    lines.append(f"  rate: {stored / elapsed:.2f} images/s" if elapsed > 0 else "  rate: -")
+    return lines
+
+
+class RunSummary:
+    def __init__(self, crawler: Crawler) -> None:
+        self.crawler = crawler
+        self.started = time.monotonic()
+        self.store = str(crawler.settings.get("IMAGES_STORE") or "")
+        crawler.signals.connect(self.spider_opened, signal=signals.spider_opened)
+        crawler.signals.connect(self.engine_stopped, signal=signals.engine_stopped)
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> RunSummary:
+        return cls(crawler)
+
+    def spider_opened(self, spider: Any) -> None:
+        self.started = time.monotonic()
+
+    def engine_stopped(self) -> None:
+        stats = self.crawler.stats.get_stats()
+        level = logging.ERROR if stats.get("finish_reason") in FAILED_REASONS else logging.INFO
+        logger.log(level, "\n".join(summary_lines(stats, time.monotonic() - self.started, self.store)))

@@ -1,0 +1,151 @@
+"""What a person running a harvest sees: the live display, the log line, field coverage,
+the closing summary, clear errors and the exit status. Real ``scrapy crawl`` processes."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import select
+import struct
+import subprocess
+import sys
+import termios
+import time
+
+import pytest_twisted
+
+from civitai_spider.extensions.summary import summary_lines
+from tests.support import REPO, api_image, image_bytes, run_crawl, run_scrapy, scenario
+
+FILES = {"jpeg": image_bytes("JPEG")}
+IMAGES = [api_image(i, hearts=i % 4, file="jpeg", meta=None if i % 10 == 0 else "default") for i in range(1, 121)]
+SLOW = [{"server": "cdn", "match": {}, "action": "stall", "seconds": 0.1, "times": -1}]
+
+
+def crawl_args(server, store, *extra: str) -> list[str]:
+    return ["crawl", "civitai", "-a", "min_hearts=2", "-s", f"CIVITAI_API_URL={server.api_url}",
+            "-s", f"IMAGES_STORE={store}", "-s", "CIVITAI_RETRY_BACKOFF_BASE=0.01", "-s", "CIVITAI_PAGE_LIMIT=20", *extra]
+
+
+def run_in_terminal(args: list[str], timeout: float = 60) -> tuple[int, str]:
+    """Run ``scrapy <args>`` with stderr and stdout on a pseudo-terminal; return (status, screen bytes)."""
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 250, 0, 0))  # 50 rows, 250 columns
+    process = subprocess.Popen([sys.executable, "-m", "scrapy", *args], cwd=REPO, stdin=subprocess.DEVNULL,
+                               stdout=follower, stderr=follower,
+                               env={k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")})
+    os.close(follower)
+    output = bytearray()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([leader], [], [], 0.2)
+        if ready:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the other side closed
+                break
+            if not chunk:
+                break
+            output += chunk
+        elif process.poll() is not None:
+            break
+    os.close(leader)
+    return process.wait(timeout=10), output.decode("utf-8", "replace")
+
+
+def test_live_display_on_a_terminal(server, tmp_path):
+    server.load(scenario(IMAGES, FILES, faults=SLOW))
+
+    status, screen = run_in_terminal(crawl_args(server, tmp_path / "store"))
+
+    assert status == 0, screen[-2000:]
+    updates = [line for line in screen.split("\r") if line.startswith("stored ")]
+    assert len(updates) >= 2  # redrawn in place while the crawl runs
+    final = updates[-1]
+    assert "stored 54" in final and "seen 120" in final and "failed 0" in final
+    assert "dropped 66 (min_hearts 60, no_meta 6)" in final
+    assert "img/s" in final
+
+
+def test_periodic_log_line_without_a_terminal(server, tmp_path):
+    server.load(scenario(IMAGES, FILES, faults=SLOW))
+
+    done = run_scrapy(*crawl_args(server, tmp_path / "store", "-s", "CIVITAI_PROGRESS_INTERVAL=0.2"))
+
+    assert done.returncode == 0
+    assert "\r" not in done.stderr
+    progress = [line for line in done.stderr.splitlines() if "Progress: stored" in line]
+    assert progress, done.stderr[-2000:]
+
+
+def test_progress_off(server, tmp_path):
+    server.load(scenario(IMAGES[:5], FILES))
+
+    status, screen = run_in_terminal(crawl_args(server, tmp_path / "store", "-s", "CIVITAI_PROGRESS=off"))
+
+    assert status == 0
+    assert "img/s" not in screen and "Progress:" not in screen
+
+
+def test_summary_and_field_coverage(server, tmp_path):
+    images = IMAGES[:40] + [api_image(500, hearts=9)]  # 500 has no file: a 404 failure
+    server.load(scenario(images, FILES))
+
+    done = run_scrapy(*crawl_args(server, tmp_path / "store"))
+
+    assert done.returncode == 0
+    summary = done.stderr[done.stderr.index("civitai-spider finished"):]
+    assert "(finished)" in summary.splitlines()[0]
+    assert "stored: 18 new images" in summary
+    assert "dropped by the filter: 22 (min_hearts 20, no_meta 2)" in summary
+    assert f"failed: 1 (http_404 1); listed in {tmp_path / 'store'}/failures.jsonl" in summary
+    assert "Dumping Scrapy stats" in done.stderr[: done.stderr.index("civitai-spider finished")]  # summary comes last
+    assert "'fields_coverage'" in done.stderr and "'prompt': '100.0%'" in done.stderr
+
+
+@pytest_twisted.ensureDeferred
+async def test_field_coverage_is_depth_limited(server, tmp_path):
+    workflow = {"nodes": {str(n): {"class": "KSampler", "inputs": {"seed": n}} for n in range(50)}}
+    server.load(scenario([api_image(1, file="jpeg", meta={"prompt": "x", "workflow": workflow})], FILES))
+
+    result = await run_crawl(server, {"IMAGES_STORE": str(tmp_path)})
+
+    coverage = result.stats["fields_coverage"]
+    assert coverage["meta"]["prompt"] == "100.0%"
+    assert coverage["meta"]["workflow"] == "100.0%"  # counted, not walked node by node
+    assert coverage["stats"]["heartCount"] == "100.0%"
+
+
+def test_exit_status_when_the_api_cannot_be_reached(tmp_path):
+    done = run_scrapy("crawl", "civitai", "-s", "CIVITAI_API_URL=http://127.0.0.1:9/api/v1/images",
+                      "-s", f"IMAGES_STORE={tmp_path}", "-s", "RETRY_TIMES=1", "-s", "CIVITAI_RETRY_BACKOFF_BASE=0.01")
+
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert "Could not use the API at http://127.0.0.1:9/api/v1/images" in done.stderr
+    assert "FAILED: the API could not be used from the first page on (api_unavailable)" in done.stderr
+
+
+def test_exit_status_when_the_key_is_refused(server, tmp_path):
+    server.load(scenario(IMAGES, FILES, faults=[
+        {"server": "api", "match": {}, "action": "status", "status": 401, "times": -1,
+         "body": '{"error": "Unauthorized"}'}]))
+
+    done = run_scrapy(*crawl_args(server, tmp_path), env={"CIVITAI_API_KEY": "wrong-key-0123456789"})
+
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert "the API key is missing, wrong or lacks access" in done.stderr
+    assert "wrong-key-0123456789" not in done.stderr
+    assert "(api_key_rejected)" in done.stderr
+
+
+def test_summary_lines_words():
+    lines = summary_lines({"finish_reason": "finished", "images/stored": 3, "images/bytes_written": 2048,
+                           "done/skipped": 2, "filter/dropped": 1, "filter/dropped/min_hearts": 1}, 2.0, "s3://b/p/")
+    assert lines[0].startswith("civitai-spider finished (finished) after 0m02s")
+    assert "  stored: 3 new images, 2.0 KB written; 2 already done earlier (skipped)" in lines
+    assert "  rate: 1.50 images/s" in lines
+    failed = summary_lines({"images/failed": 1, "images/failed/http_404": 1}, 1.0, "s3://b/p/")
+    assert "  failed: 1 (http_404 1); listed in s3://b/p/failures.jsonl.d/ and retried by the next run" in failed
