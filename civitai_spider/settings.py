@@ -90,6 +90,9 @@ CIVITAI_JPEG_QUALITY = 95
 CIVITAI_MAX_IMAGE_PIXELS = 89_478_485
 # A download over this many bytes is abandoned as it arrives (not held in memory).
 CIVITAI_IMAGE_MAX_BYTES = 256 * 1024 * 1024
+# After this many store writes failing in a row (disk full, permission denied), the
+# crawl stops (close reason "store_failing", exit status 1). 0: never.
+CIVITAI_STORE_ERRORS_MAX = 5
 # Scrapy's own image settings keep working: IMAGES_MIN_WIDTH, IMAGES_MIN_HEIGHT,
 # IMAGES_THUMBS ({"small": (256, 256)} -> thumbs/small/N.jpg).
 

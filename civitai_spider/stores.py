@@ -31,7 +31,7 @@ import os
 import secrets
 import time
 from abc import ABC, abstractmethod
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
@@ -48,6 +48,7 @@ from scrapy.utils.defer import deferred_from_coro, ensure_awaitable, maybe_defer
 from twisted.internet.defer import Deferred, DeferredList
 
 if TYPE_CHECKING:
+    from scrapy.crawler import Crawler
     from scrapy.statscollectors import StatsCollector
 
 logger = logging.getLogger(__name__)
@@ -80,6 +81,16 @@ def remove_partial_files(folder: Path) -> int:
 
 
 class AtomicFSFilesStore(FSFilesStore):
+    def __init__(self, basedir: str) -> None:
+        try:
+            super().__init__(basedir)
+        except OSError as exc:
+            # Not fatal here, at construction (a traceback): check_writable() reports it
+            # clearly when the crawl opens, and stops the crawl.
+            self.basedir = str(basedir).split("://", 1)[-1]
+            self.created_directories = defaultdict(set)
+            logger.debug("Store %s not usable yet: %s", basedir, exc)
+
     def persist_file(  # type: ignore[override]
         self,
         path: str,
@@ -89,6 +100,57 @@ class AtomicFSFilesStore(FSFilesStore):
         headers: dict[str, str] | None = None,
     ) -> Deferred[None]:
         return deferred_from_coro(run_in_thread(write_atomically, self._get_filesystem_path(path), buf.getvalue()))
+
+
+WRITE_PROBE = ".civitai-spider-write-test"
+
+
+async def check_writable(store: FilesStoreProtocol) -> None:
+    """Write, then remove, a small probe file; raises when the store cannot be written."""
+    await ensure_awaitable(
+        store.persist_file(WRITE_PROBE, BytesIO(b"ok\n"), None, headers={"Content-Type": RECORD_CONTENT_TYPE})
+    )
+    if isinstance(store, FSFilesStore):
+        Path(store.basedir, WRITE_PROBE).unlink(missing_ok=True)
+    elif isinstance(store, S3FilesStore):
+        client: Any = store.s3_client  # type: ignore[attr-defined]
+        await run_in_thread(client.delete_object, Bucket=store.bucket, Key=store.prefix + WRITE_PROBE)
+    elif isinstance(store, GCSFilesStore):
+        await run_in_thread(store.bucket.blob(store.prefix + WRITE_PROBE).delete)
+
+
+class StoreErrors:
+    """Consecutive store write failures, counted across every pipeline that writes.
+
+    The count lives in the crawl's stats (``store/consecutive_errors``; every failure
+    also adds to ``store/errors``), so the image and metadata pipelines share it. At
+    ``CIVITAI_STORE_ERRORS_MAX`` in a row the crawl stops (``store_failing``): a full
+    disk or a revoked permission fails every item from then on.
+    """
+
+    KEY = "store/consecutive_errors"
+
+    def __init__(self, crawler: Crawler) -> None:
+        self.crawler = crawler
+        self.limit = crawler.settings.getint("CIVITAI_STORE_ERRORS_MAX", 5)
+
+    def succeeded(self) -> None:
+        self.crawler.stats.set_value(self.KEY, 0)
+
+    def failed(self, exc: BaseException) -> None:
+        stats = self.crawler.stats
+        stats.inc_value("store/errors")
+        count = stats.get_value(self.KEY, 0) + 1
+        stats.set_value(self.KEY, count)
+        engine = self.crawler.engine
+        if self.limit and count >= self.limit and engine is not None and engine.running:
+            logger.error(
+                "The store failed %d writes in a row (last: %s: %s): stopping the crawl. Images already "
+                "stored are kept and recorded; fix the store (disk space, permissions) and run the same "
+                "command again to complete the set.",
+                count, exc.__class__.__name__, exc,
+            )
+            deferred_from_coro(engine.close_spider_async(reason="store_failing"))
 
 
 # --- records ---------------------------------------------------------------------

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
+import subprocess
 
+import pytest
 import pytest_twisted
+from PIL import Image
 from scrapy.settings import Settings
 from scrapy.utils.asyncio import sleep
 from scrapy.utils.defer import deferred_f_from_coro_f
@@ -224,3 +228,66 @@ async def test_file_record_appends_after_a_file_without_final_newline(tmp_path):
     assert (tmp_path / "downloaded_ids.txt").read_text() == "1\n2\n3\n"  # flushed at once
     await record.close()
     assert parse_ids(record.read_chunks())[0].tolist() == [1, 2, 3]
+
+
+# --- a store that cannot be written, or that fills up -------------------------------------------
+
+
+def test_a_store_that_cannot_be_written_stops_the_crawl_with_a_clear_error(server, tmp_path):
+    from tests.support import run_scrapy
+
+    server.load(scenario([api_image(1, file="jpeg")], {"jpeg": image_bytes("JPEG")}))
+    (tmp_path / "a-file").write_text("not a folder")
+
+    done = run_scrapy("crawl", "civitai", "-s", f"CIVITAI_API_URL={server.api_url}",
+                      "-s", f"IMAGES_STORE={tmp_path / 'a-file' / 'store'}")
+
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert "Cannot use the store IMAGES_STORE=" in done.stderr and "Not a directory" in done.stderr
+    assert "FAILED: the store (IMAGES_STORE) cannot be written (store_unwritable)" in done.stderr
+    assert server.requests() == []  # stopped before walking
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 256 KB tmpfs: a real disk that fills up (ENOSPC), enlarged later with a remount."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)]).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)])
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_full_disk_fails_items_stops_the_crawl_and_the_next_run_completes(server, small_disk):
+    noise = io.BytesIO()
+    Image.effect_noise((96, 96), 90).convert("RGB").save(noise, "JPEG", quality=95)
+    images = [api_image(i, file="big") for i in range(1, 61)]  # ~10 KB each: 60 do not fit in 256 KB
+    server.load(scenario(images, {"big": noise.getvalue()}))
+    store = small_disk / "store"
+
+    first = await run_crawl(server, {"IMAGES_STORE": str(store), "CIVITAI_IMAGES_IN_FLIGHT": 4})
+
+    assert first.stats["finish_reason"] == "store_failing"
+    assert first.stats["store/errors"] >= 5
+    stored = {int(p.stem) for p in store.glob("*.jpg")}
+    assert stored and len(stored) < 60
+    for image_id in stored:  # what was stored is whole
+        assert (store / f"{image_id}.jpg").read_bytes() == noise.getvalue()
+    recorded = [int(x) for x in (store / "downloaded_ids.txt").read_text().split()]
+    assert set(recorded) <= stored  # nothing recorded as done that is not stored (with its metadata)
+    for image_id in recorded:
+        assert (store / f"{image_id}_meta.json").exists()
+    assert not list(store.rglob("*.part"))
+
+    subprocess.run(["mount", "-o", "remount,size=8m", str(small_disk)], check=True)
+    server.load(scenario(images, {"big": noise.getvalue()}))
+    second = await run_crawl(server, {"IMAGES_STORE": str(store)})
+
+    assert second.stats["finish_reason"] == "finished"
+    assert {int(p.stem) for p in store.glob("*.jpg")} == set(range(1, 61))
+    assert sorted(int(x) for x in (store / "downloaded_ids.txt").read_text().split()) == list(range(1, 61))
+    fetched_again = len(server.requests("cdn"))
+    assert fetched_again == 60 - len(recorded)  # done ids are not fetched again

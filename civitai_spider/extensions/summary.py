@@ -82,7 +82,10 @@ class RunSummary:
         self.crawler = crawler
         self.started = time.monotonic()
         self.store = str(crawler.settings.get("IMAGES_STORE") or "")
+        self.engine_started = False
         crawler.signals.connect(self.spider_opened, signal=signals.spider_opened)
+        crawler.signals.connect(self.on_engine_started, signal=signals.engine_started)
+        crawler.signals.connect(self.spider_closed, signal=signals.spider_closed)
         crawler.signals.connect(self.engine_stopped, signal=signals.engine_stopped)
 
     @classmethod
@@ -91,6 +94,14 @@ class RunSummary:
 
     def spider_opened(self, spider: Any) -> None:
         self.started = time.monotonic()
+
+    def on_engine_started(self) -> None:
+        self.engine_started = True
+
+    def spider_closed(self, spider: Any, reason: str) -> None:
+        if not self.engine_started:  # closed while opening (e.g. the store): no engine_stopped follows
+            self.crawler.stats.set_value("finish_reason", reason)
+            self.engine_stopped()
 
     def engine_stopped(self) -> None:
         stats = self.crawler.stats.get_stats()

@@ -39,7 +39,7 @@ from scrapy.utils.defer import ensure_awaitable
 
 from civitai_spider.exceptions import RetryLater
 from civitai_spider.imaging import ImagePolicy, ImageRejected, StoredImage, process_image
-from civitai_spider.stores import STORE_SCHEMES, open_record, remove_partial_files
+from civitai_spider.stores import STORE_SCHEMES, StoreErrors, open_record, remove_partial_files
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -96,6 +96,7 @@ class CivitaiImagesPipeline(ImagesPipeline):
             thumbs=tuple((name, tuple(size)) for name, size in self.thumbs.items()),
         )
         self.max_bytes = settings.getint("CIVITAI_IMAGE_MAX_BYTES")
+        self.store_errors = StoreErrors(crawler)
         in_flight = settings.getint("CIVITAI_IMAGES_IN_FLIGHT")
         if in_flight <= 0:
             in_flight = max(1, settings.getint("CONCURRENT_REQUESTS") - 8)
@@ -198,7 +199,9 @@ class CivitaiImagesPipeline(ImagesPipeline):
                 )
             )
         except Exception as exc:
+            self.store_errors.failed(exc)
             raise ImageFailed("store_error", f"{exc.__class__.__name__}: {exc}") from exc
+        self.store_errors.succeeded()
 
     def _count(self, stored: StoredImage, request: Request, item: Any) -> None:
         stats = self.crawler.stats

@@ -27,7 +27,7 @@ from itemadapter import ItemAdapter
 from scrapy.utils.defer import ensure_awaitable
 
 from civitai_spider.exceptions import RetryLater
-from civitai_spider.stores import open_store
+from civitai_spider.stores import StoreErrors, open_store
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -72,6 +72,7 @@ class MetadataPipeline:
         self.store = open_store(str(settings.get("IMAGES_STORE")), settings)
         self.captions = settings.getbool("CIVITAI_CAPTION_FILES")
         self.result_field = settings.get("IMAGES_RESULT_FIELD", "images")
+        self.store_errors = StoreErrors(crawler)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> MetadataPipeline:
@@ -90,8 +91,10 @@ class MetadataPipeline:
                     self.store.persist_file(name, BytesIO(data), None, headers={"Content-Type": content_type})
                 )
             except Exception as exc:
+                self.store_errors.failed(exc)
                 stats.inc_value("metadata/failed")
                 raise RetryLater(f"image {adapter.get('id')}: metadata file {name} not stored: {exc}") from exc
+            self.store_errors.succeeded()
             stats.inc_value("metadata/files_written")
             stats.inc_value("metadata/bytes_written", len(data))
         return item

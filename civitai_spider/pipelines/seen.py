@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, Any
 
 from itemadapter import ItemAdapter
 from scrapy import signals
-from scrapy.exceptions import DropItem, NotConfigured
+from scrapy.exceptions import CloseSpider, DropItem, NotConfigured
 from scrapy.utils.asyncio import run_in_thread
 
 from civitai_spider.done_ids import DoneIds, parse_ids
-from civitai_spider.stores import open_record, open_store
+from civitai_spider.stores import check_writable, open_record, open_store
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -47,8 +47,9 @@ class DoneIdsPipeline:
         store_uri = crawler.settings.get("IMAGES_STORE")
         if not store_uri:
             raise NotConfigured("no IMAGES_STORE: nothing is stored, so nothing is done")
-        store = open_store(str(store_uri), crawler.settings)
-        self.record = open_record(store, DONE_FILE, crawler.settings, crawler.stats)
+        self.store_uri = str(store_uri)
+        self.store = open_store(self.store_uri, crawler.settings)
+        self.record = open_record(self.store, DONE_FILE, crawler.settings, crawler.stats)
         self.done = DoneIds()
         self.in_flight: set[int] = set()
         crawler.signals.connect(self.item_scraped, signal=signals.item_scraped)
@@ -60,9 +61,16 @@ class DoneIdsPipeline:
         return cls(crawler)
 
     async def open_spider(self) -> None:
-        started = time.perf_counter()
-        where = self.record.location
-        ids, bad = await run_in_thread(parse_ids, self.record.read_chunks())
+        # The first pipeline to use the store: a store that cannot be written or read
+        # stops the crawl now, with a clear error, before anything is walked.
+        try:
+            await check_writable(self.store)
+            started = time.perf_counter()
+            where = self.record.location
+            ids, bad = await run_in_thread(parse_ids, self.record.read_chunks())
+        except Exception as exc:
+            logger.error("Cannot use the store IMAGES_STORE=%s: %s: %s", self.store_uri, exc.__class__.__name__, exc)
+            raise CloseSpider("store_unwritable") from None
         self.done = DoneIds(ids)
         stats = self.crawler.stats
         stats.set_value("done/loaded", self.done.loaded_count)
@@ -93,8 +101,13 @@ class DoneIdsPipeline:
         if image_id not in self.in_flight:
             return
         self.in_flight.discard(image_id)
+        try:
+            self.record.append(str(image_id))
+        except OSError as exc:  # a full disk: the image is stored but not recorded, so fetched again next run
+            self.crawler.stats.inc_value("done/record_errors")
+            logger.warning("Image %s stored but not recorded as done (%s): the next run fetches it again", image_id, exc)
+            return
         self.done.add(image_id)
-        self.record.append(str(image_id))
         self.crawler.stats.inc_value("done/recorded")
 
     def item_finished(self, item: Any, response: Any = None, exception: Any = None, failure: Any = None, **kwargs: Any) -> None:
