@@ -8,8 +8,9 @@ nested or free-form, and any stat may be missing.
 
 from __future__ import annotations
 
+import ipaddress
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -67,6 +68,8 @@ def parse_page(body: bytes) -> Page:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise PageError(f"not JSON ({exc.__class__.__name__})") from None
+    except RecursionError:
+        raise PageError("JSON nested too deeply to parse") from None
     if not isinstance(data, dict) or not isinstance(data.get("items"), list):
         raise PageError("JSON without an 'items' list")
     metadata = data.get("metadata")
@@ -124,12 +127,54 @@ def image_id(raw: Mapping[str, Any]) -> int:
     return value
 
 
-def image_url(raw: Mapping[str, Any]) -> str:
-    """The item's image URL: an absolute http(s) URL, never ``file:``, ``data:`` or the like."""
+def host_allowed(host: str, allowed: Sequence[str]) -> bool:
+    """Whether an image may be fetched from ``host``.
+
+    ``allowed`` lists host names; each also allows its subdomains ("civitai.com"
+    allows "image.civitai.com"). An empty list allows any host, except IP literals
+    in private, loopback, link-local or reserved ranges, which are only allowed
+    when listed as they are.
+    """
+    host = host.lower().rstrip(".")
+    if any(host == name or host.endswith("." + name) for name in allowed):
+        return True
+    if allowed:
+        return False
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host != "localhost"
+    return address.is_global
+
+
+def image_url(raw: Mapping[str, Any], allowed_hosts: Sequence[str] = ()) -> str:
+    """The item's image URL: absolute http(s) on an allowed host; never ``file:``, ``data:`` or the like."""
     url = raw.get("url")
     if not isinstance(url, str) or not url:
         raise InvalidItem("bad_url", repr(url)[:80])
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        parts.port  # noqa: B018 (raises on a bad port)
+    except ValueError:
+        raise InvalidItem("bad_url", url[:80]) from None
+    if parts.scheme not in ("http", "https") or not host:
         raise InvalidItem("bad_url", url[:80])
+    if not host_allowed(host, allowed_hosts):
+        raise InvalidItem("url_host_not_allowed", url[:80])
     return url
+
+
+def nesting_depth(value: Any, limit: int) -> int:
+    """How deeply dicts and lists nest in ``value``, counted up to ``limit + 1`` (no recursion)."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, (dict, list)):
+            deepest = max(deepest, depth)
+            if deepest > limit:
+                return deepest
+            children = node.values() if isinstance(node, dict) else node
+            stack.extend((child, depth + 1) for child in children)
+    return deepest

@@ -5,9 +5,11 @@ Plain functions, no Scrapy; ``process_image`` is meant to run in a worker thread
 
 Policy ``original`` (default):
 - JPEG in RGB or L, and PNG in any mode, are stored byte for byte. They are
-  checked, not decoded: a JPEG must parse and end with its EOI marker (catches
-  truncation; libjpeg itself only warns on corrupt entropy data), a PNG must pass
-  ``verify()`` (every chunk's CRC, up to IEND).
+  checked, not decoded: a JPEG must parse and end with its EOI marker (a JPEG with
+  bytes after it is decoded at 1/8 scale to tell trailing junk from a cut); a PNG
+  must pass ``verify()`` (every chunk's CRC, up to IEND) and hold enough IDAT data
+  for its declared size. libjpeg only warns on corrupt entropy data, and inflating
+  a PNG costs as much as decoding it, so neither is done.
 - Everything else (WebP, AVIF, GIF, BMP, TIFF, MPO, CMYK/YCCK JPEG, ...) is decoded
   and re-encoded: with alpha (RGBA, LA, PA, P or L/RGB with a transparency key) to
   PNG keeping the alpha; without, to RGB/L JPEG. EXIF orientation is applied.
@@ -122,9 +124,33 @@ def _damage(exc: BaseException) -> str:
     return "truncated" if "truncat" in str(exc).lower() else "corrupt"
 
 
-def _jpeg_complete(data: bytes) -> bool:
-    # EOI at the end; a few trailing bytes (padding, some cameras' junk) are tolerated.
-    return b"\xff\xd9" in data[-64:]
+def _jpeg_ends_cleanly(data: bytes) -> bool:
+    """The JPEG ends with its end-of-image marker (trailing NUL or whitespace padding allowed)."""
+    return data.rstrip(b"\x00\r\n\t ").endswith(b"\xff\xd9")
+
+
+def _jpeg_decodes(image: Image.Image) -> None:
+    """Decode at 1/8 scale (cheap DCT scaling): raises on a JPEG cut short."""
+    image.draft(image.mode, (max(1, image.width // 8), max(1, image.height // 8)))
+    image.load()
+
+
+ZLIB_MAX_RATIO = 1032  # deflate cannot expand more than this
+PNG_END = b"IEND\xaeB`\x82"  # the IEND chunk's type and its (constant) CRC
+
+
+def _png_plausible(image: Image.Image, data: bytes) -> bool:
+    """The IDAT chunks hold enough bytes for the pixels the header declares (a crafted
+    bomb header on tiny data is not); walks chunk headers only, decompresses nothing."""
+    idat = 0
+    pos = 8
+    while pos + 8 <= len(data):
+        length = int.from_bytes(data[pos:pos + 4], "big")
+        if data[pos + 4:pos + 8] == b"IDAT":
+            idat += length
+        pos += 12 + length
+    least_raw = image.height * (1 + (image.width + 7) // 8)  # one bit a pixel, one filter byte a row
+    return least_raw <= ZLIB_MAX_RATIO * max(idat, 1)
 
 
 def _keep_as_served(image: Image.Image, data: bytes, policy: ImagePolicy) -> bool:
@@ -137,14 +163,18 @@ def _keep_as_served(image: Image.Image, data: bytes, policy: ImagePolicy) -> boo
         return False
     if not wanted:
         return False
-    if fmt == "JPEG":
-        if not _jpeg_complete(data):
-            raise ImageRejected("truncated", "JPEG without its end-of-image marker")
-    else:
-        try:
+    try:
+        if fmt == "JPEG":
+            if not _jpeg_ends_cleanly(data):  # trailing junk, or cut short: decoding tells which
+                _jpeg_decodes(image)
+        else:
             image.verify()
-        except Exception as exc:  # verify raises many types on damaged files
-            raise ImageRejected(_damage(exc), f"{exc.__class__.__name__}: {exc}") from None
+    except Exception as exc:  # decoders raise many types on damaged files
+        raise ImageRejected(_damage(exc), f"{exc.__class__.__name__}: {exc}") from None
+    if fmt == "PNG" and PNG_END not in data[-64:]:
+        raise ImageRejected("truncated", "PNG without its complete IEND chunk")
+    if fmt == "PNG" and not _png_plausible(image, data):
+        raise ImageRejected("corrupt", f"{image.width}x{image.height} declared, far more than its data can hold")
     return True
 
 

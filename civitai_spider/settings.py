@@ -28,6 +28,13 @@ CIVITAI_EARLY_STOP_PAGES = 3
 # written to DIR/spider.state while the crawl runs (also at close).
 CIVITAI_STATE_SAVE_INTERVAL = 1.0
 
+# Image URLs are fetched only from these hosts and their subdomains, and from the
+# host of CIVITAI_API_URL. An empty list allows any host except private, loopback
+# and link-local addresses.
+CIVITAI_IMAGE_HOSTS = ["civitai.com"]
+# API items whose meta nests deeper than this are dropped (api/items/invalid/meta_too_deep).
+CIVITAI_META_MAX_DEPTH = 64
+
 # --- Retries (Scrapy's RetryMiddleware, with backoff) -----------------------
 
 RETRY_TIMES = 5
@@ -110,6 +117,9 @@ CIVITAI_RECORD_FLUSH_SECONDS = 30.0
 # Beside N.jpg: N_pos-prompt.txt, N_neg-prompt.txt, N_meta.json. With this on,
 # also N.txt: the prompt without <lora:...> tags, as a caption for training tools.
 CIVITAI_CAPTION_FILES = False
+# An image whose metadata files would exceed this many bytes is not stored (a hostile
+# or broken meta); counted as metadata/too_large.
+CIVITAI_META_MAX_BYTES = 16 * 1024 * 1024
 
 # --- The run experience -------------------------------------------------------
 

@@ -203,7 +203,8 @@ class MockState:
     def load(self, scenario: Any, files: dict[str, bytes] | None = None) -> None:
         """Replace the whole state with ``scenario``; clears the request log and fault counters.
 
-        Keys: ``images`` (API items, plus private ``_file`` and ``_modelIds``),
+        Keys: ``images`` (API items, plus private ``_file``, ``_modelIds`` and ``_raw``:
+        true to serve the item exactly as given, without filling in missing keys),
         ``files`` (name -> base64 bytes; ``files`` given as an argument are raw
         bytes and win), ``faults``, ``nested_meta`` (bool), ``max_limit`` (int).
         """
@@ -227,9 +228,10 @@ class MockState:
             name = raw.get("_file")
             if name is not None and name not in blobs:
                 raise ScenarioError(f"images[{index}]._file {name!r} is not in files")
-            public = with_defaults(raw, index)
+            # "_raw": serve the item exactly as given (no defaults, e.g. no id at all).
+            public = {k: v for k, v in raw.items() if not k.startswith("_")} if raw.get("_raw") else with_defaults(raw, index)
             images.append(Image(public, blobs.get(name) if name is not None else None,
-                                list(raw.get("_modelIds") or []), image_uuid(public["id"])))
+                                list(raw.get("_modelIds") or []), image_uuid(public.get("id", f"index-{index}"))))
         faults = [self._fault(i, f) for i, f in enumerate(scenario.get("faults") or [])]
         max_limit = scenario.get("max_limit", 200)
         if not isinstance(max_limit, int) or max_limit < 0:
@@ -344,7 +346,8 @@ class MockState:
 
         def keep(test: Callable[[dict[str, Any], Image], bool]) -> None:
             nonlocal images
-            images = [im for im in images if isinstance(im.public, dict) and test(im.public, im)]
+            # Non-objects (garbage a broken API might send) are served whatever the filters.
+            images = [im for im in images if not isinstance(im.public, dict) or test(im.public, im)]
 
         if "modelId" in query:
             keep(lambda item, im: int(query["modelId"]) in im.model_ids)

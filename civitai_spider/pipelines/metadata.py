@@ -73,6 +73,7 @@ class MetadataPipeline:
         self.captions = settings.getbool("CIVITAI_CAPTION_FILES")
         self.result_field = settings.get("IMAGES_RESULT_FIELD", "images")
         self.store_errors = StoreErrors(crawler)
+        self.max_bytes = settings.getint("CIVITAI_META_MAX_BYTES", 16 * 1024 * 1024)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> MetadataPipeline:
@@ -85,7 +86,14 @@ class MetadataPipeline:
             return item
         stem = results[0]["path"].rsplit(".", 1)[0]
         stats = self.crawler.stats
-        for name, (data, content_type) in metadata_files(stem, adapter.get("meta"), self.captions).items():
+        files = metadata_files(stem, adapter.get("meta"), self.captions)
+        size = sum(len(data) for data, _ in files.values())
+        if size > self.max_bytes:
+            stats.inc_value("metadata/too_large")
+            raise RetryLater(
+                f"image {adapter.get('id')}: metadata is {size} bytes, over CIVITAI_META_MAX_BYTES={self.max_bytes}"
+            )
+        for name, (data, content_type) in files.items():
             try:
                 await ensure_awaitable(
                     self.store.persist_file(name, BytesIO(data), None, headers={"Content-Type": content_type})

@@ -28,6 +28,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Any
 
 import scrapy
@@ -128,6 +129,11 @@ class CivitaiSpider(scrapy.Spider):
             and bool(spider.crawl_args.thresholds.minimum)
         )
         spider.early_stop_pages = early_stop if use_early_stop else 0
+        hosts = settings.getlist("CIVITAI_IMAGE_HOSTS")
+        api_host = urlsplit(spider.api_url).hostname
+        # The API's own host is trusted too (it is what the user pointed us at).
+        spider.image_hosts = (*hosts, api_host) if hosts and api_host else tuple(hosts)
+        spider.max_meta_depth = settings.getint("CIVITAI_META_MAX_DEPTH", 64)
         jobdir = job_dir(settings)
         spider._state_file = Path(jobdir, "spider.state") if jobdir else None
         spider.state_save_interval = settings.getfloat("CIVITAI_STATE_SAVE_INTERVAL", 1.0)
@@ -262,7 +268,9 @@ class CivitaiSpider(scrapy.Spider):
                 if not isinstance(raw, dict):
                     raise api.InvalidItem("not_an_object", type(raw).__name__)
                 image_id = api.image_id(raw)
-                url = api.image_url(raw)
+                url = api.image_url(raw, self.image_hosts)
+                if api.nesting_depth(raw.get("meta"), self.max_meta_depth) > self.max_meta_depth:
+                    raise api.InvalidItem("meta_too_deep", f"image {image_id}: over {self.max_meta_depth} levels")
             except api.InvalidItem as exc:
                 logger.warning("Chain %s: skipping an API item: %s", chain.query.key, exc)
                 stats.inc_value(f"api/items/invalid/{exc.reason}")
