@@ -60,13 +60,13 @@ class CrawlResult:
 
 
 def base_settings(server: Any, **overrides: Any) -> dict[str, Any]:
-    return project_settings(
-        CIVITAI_API_URL=server.api_url,
-        CIVITAI_RETRY_BACKOFF_BASE=0.05,
-        DOWNLOAD_TIMEOUT=5,
-        LOG_LEVEL="DEBUG",
+    return project_settings(**{
+        "CIVITAI_API_URL": server.api_url,
+        "CIVITAI_RETRY_BACKOFF_BASE": 0.05,
+        "DOWNLOAD_TIMEOUT": 5,
+        "LOG_LEVEL": "DEBUG",
         **overrides,
-    )
+    })
 
 
 async def run_crawl(server: Any, settings: dict[str, Any] | None = None, **spider_args: Any) -> CrawlResult:

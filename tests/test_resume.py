@@ -6,6 +6,7 @@ Each run is a real ``scrapy crawl`` process against the stand-in, as a user runs
 from __future__ import annotations
 
 import json
+import random
 import signal
 import subprocess
 import sys
@@ -48,6 +49,15 @@ def wait_for_done(process: subprocess.Popen, store: Path, count: int, timeout: f
 
 def fetched_ids(server) -> list[int]:
     return [ID_BY_UUID[r["path"].split("/")[2]] for r in server.requests("cdn") if r["status"] == 200]
+
+
+def assert_final_files_whole(store: Path) -> None:
+    """Right after a kill: temp files may be left, but every file under a final name is whole."""
+    for path in store.glob("*") if store.exists() else ():
+        if path.suffix in (".jpg", ".png"):
+            assert path.read_bytes() == FILES["png" if path.suffix == ".png" else "jpeg"], path
+        elif path.name.endswith("_meta.json"):
+            assert json.loads(path.read_text())["seed"] == int(path.name.split("_")[0])
 
 
 def check_complete(store: Path) -> None:
@@ -104,3 +114,27 @@ def test_ctrl_c_then_resume(server, tmp_path):
     assert not paused & set(fetched_ids(server))
     check_complete(store)
     assert "resuming at cursor" in log.read_text()
+
+
+@pytest.mark.slow
+def test_ten_kills_at_random_moments(server, tmp_path):
+    rng = random.Random(1121)
+    store, jobdir, log = tmp_path / "store", tmp_path / "job", tmp_path / "crawl.log"
+    for _ in range(10):
+        server.load(scenario(IMAGES, FILES, faults=SLOW_CDN))
+        before = set(done_ids(store))
+        process = start_crawl(server, store, jobdir, log)
+        try:
+            process.wait(timeout=rng.uniform(0.8, 3.0))  # start-up takes ~0.7 s: some kills land in it
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGKILL)
+        process.wait()
+        assert not before & set(fetched_ids(server)), "a done id was fetched again"
+        assert_final_files_whole(store)
+
+    server.load(scenario(IMAGES, FILES))
+    before = set(done_ids(store))
+    process = start_crawl(server, store, jobdir, log)
+    assert process.wait(timeout=120) == 0, log.read_text()[-3000:]
+    assert not before & set(fetched_ids(server))
+    check_complete(store)
