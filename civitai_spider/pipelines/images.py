@@ -227,6 +227,10 @@ class CivitaiImagesPipeline(ImagesPipeline):
 
     def item_completed(self, results: list[FileInfoOrError], item: Any, info: MediaPipeline.SpiderInfo) -> Any:
         adapter = ItemAdapter(item)
+        # Scrapy keeps every download's result for the whole run (for items sharing a
+        # URL); ours do not share URLs, and memory must not grow with the images stored.
+        for url in adapter.get(self.images_urls_field) or []:
+            info.downloaded.pop(self._fingerprinter.fingerprint(Request(url)), None)
         for ok, value in results:
             if ok:
                 continue
