@@ -278,8 +278,7 @@ class CivitaiSpider(scrapy.Spider):
             if image_id in self._yielded_ids or image_id in self._item_pages:
                 stats.inc_value("api/items/duplicate")
                 continue
-            if len(self.crawl_args.queries) > 1:  # chains may overlap: remember every id yielded
-                self._yielded_ids.add(image_id)
+            self._yielded_ids.add(image_id)
             item = CivitaiImage({k: raw[k] for k in API_FIELDS if k in raw})
             item["id"] = image_id
             item["meta"] = api.normalise_meta(raw.get("meta"))
