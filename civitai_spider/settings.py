@@ -137,6 +137,28 @@ FIELDSTATS_MAX_DEPTH = 2
 CIVITAI_PROGRESS = "auto"
 CIVITAI_PROGRESS_INTERVAL = 60.0
 
+# --- Many workers on one crawl (scrapy-redis) ---------------------------------
+# See civitai_spider/shared_crawl/ and README "Many workers". Off unless a Redis
+# URL is given (here, with -s, or in the CIVITAI_REDIS_URL environment variable,
+# which keeps a password out of Scrapyd's job list).
+ADDONS = {"civitai_spider.shared_crawl.addon.SharedCrawlAddon": 0}
+# redis://[:password@]host:6379/0; "" (and no environment variable): one process.
+CIVITAI_REDIS_URL = ""
+# The crawl's name in Redis (keys civitai:<name>:*): one Redis can hold several crawls.
+CIVITAI_REDIS_CRAWL = "civitai"
+# "new": start the crawl (refused while one of that name is unfinished); "resume":
+# join or resume it (refused if there is none, or it has other arguments);
+# "restart": discard an unfinished one and start anew.
+CIVITAI_REDIS_START = "resume"
+# This worker's name in Redis ("": host-pid-random).
+CIVITAI_REDIS_WORKER = ""
+# A worker not heard from for this many seconds is dead: its pages go back to the queue.
+CIVITAI_REDIS_WORKER_TIMEOUT = 30.0
+# How often an idle worker looks for a queued page (seconds).
+CIVITAI_REDIS_POLL_INTERVAL = 0.5
+# Pages a worker works on at once (each with its images).
+CIVITAI_REDIS_PAGES_PER_WORKER = 2
+
 # --- Twisted / Scrapy plumbing ----------------------------------------------
 
 TWISTED_REACTOR = "twisted.internet.asyncioreactor.AsyncioSelectorReactor"

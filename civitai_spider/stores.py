@@ -69,12 +69,19 @@ def write_atomically(path: Path, data: bytes) -> None:
         raise
 
 
-def remove_partial_files(folder: Path) -> int:
-    """Delete ``.*.part`` files left in ``folder`` by a process that died mid-write."""
+def remove_partial_files(folder: Path, older_than: float = 0.0) -> int:
+    """Delete ``.*.part`` files left in ``folder`` by a process that died mid-write.
+
+    With ``older_than`` (seconds), only files not modified for that long: other
+    processes writing to the same folder (a shared crawl) keep their files.
+    """
     removed = 0
+    cutoff = time.time() - older_than
     if folder.is_dir():
         for entry in os.scandir(folder):
             if entry.name.startswith(".") and entry.name.endswith(PART_SUFFIX):
+                if older_than and entry.stat().st_mtime > cutoff:
+                    continue
                 Path(entry.path).unlink(missing_ok=True)
                 removed += 1
     return removed

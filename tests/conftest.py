@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import socket
-import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,6 +13,7 @@ from typing import Any
 import pytest
 
 from tests.mockserver import MockServer
+from tests.support import server_process
 
 
 @pytest.fixture(scope="session")
@@ -96,27 +95,38 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     log = Path(tmp_path_factory.mktemp("moto")) / "moto_server.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 30
-        while not answers(port):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"moto_server did not start:\n{log.read_text(errors='replace')}")
-            time.sleep(0.05)
+    argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    with server_process(argv, log, lambda: answers(port)):
         client = boto3.client(
             "s3", endpoint_url=endpoint, region_name="us-east-1",
             aws_access_key_id="testing", aws_secret_access_key="testing",
         )
         client.create_bucket(Bucket="civitai-test")
         yield S3Server(endpoint=endpoint, bucket="civitai-test", client=client)
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+
+
+# --- a real Redis on 127.0.0.1 (Debian's redis-server) ------------------------------
+
+
+@dataclass
+class RedisServer:
+    url: str
+    client: Any
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """``redis-server`` in a subprocess on a free port, nothing saved to disk; killed at the end."""
+    import shutil
+
+    import redis
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server; .ci/run installs it)")
+    port = free_port()
+    folder = tmp_path_factory.mktemp("redis")
+    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(folder)]
+    with server_process(argv, folder / "redis.log", lambda: answers(port)):
+        url = f"redis://127.0.0.1:{port}/0"
+        yield RedisServer(url=url, client=redis.Redis.from_url(url))

@@ -5,11 +5,14 @@ and builders for stand-in scenarios (API items and image bytes made with Pillow)
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import os
 import pickle
 import subprocess
 import sys
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,6 +94,30 @@ def run_scrapy(*args: str, cwd: Path = REPO, env: dict[str, str] | None = None, 
         text=True,
         timeout=timeout,
     )
+
+
+@contextlib.contextmanager
+def server_process(
+    argv: list[str], log: Path, ready: Callable[[], bool], *, timeout: float = 30, **popen: Any
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A local server (moto, redis-server, scrapyd) in a subprocess: started, waited for
+    until ``ready()``, terminated (then killed) at the end. Its output goes to ``log``."""
+    with open(log, "wb") as out:
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, **popen)
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{Path(argv[0]).name} did not start:\n{log.read_text(errors='replace')}")
+            time.sleep(0.05)
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 # --- scenarios -----------------------------------------------------------------

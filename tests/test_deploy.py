@@ -41,7 +41,7 @@ from typing import Any
 import pytest
 
 from tests.mockserver import image_uuid
-from tests.support import REPO, api_image, image_bytes, scenario
+from tests.support import REPO, api_image, image_bytes, scenario, server_process
 
 pytestmark = pytest.mark.slow
 
@@ -223,30 +223,16 @@ def scrapyd(tool_envs: ToolEnvs, tmp_path_factory: pytest.TempPathFactory) -> It
     log = workdir / "scrapyd.log"
     bin_dir = ToolEnvs.bin(tool_envs.scrapyd)
     url = f"http://127.0.0.1:{port}"
-    with open(log, "wb") as out:
-        # HOME=workdir: no ~/.scrapyd.conf or ~/.scrapy.cfg of the caller's is read.
-        process = subprocess.Popen([str(bin_dir / "scrapyd")], cwd=workdir,
-                                   env=clean_env(bin_dir, HOME=str(workdir)),
-                                   stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if http_json(f"{url}/daemonstatus.json", timeout=2).get("status") == "ok":
-                    break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"scrapyd did not start:\n{log.read_text(errors='replace')}")
-            time.sleep(0.1)
-        yield Scrapyd(url=url, workdir=workdir, log=log)
-    finally:
-        process.terminate()
+    def ready() -> bool:
         try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            return http_json(f"{url}/daemonstatus.json", timeout=2).get("status") == "ok"
+        except OSError:
+            return False
+
+    # HOME=workdir: no ~/.scrapyd.conf or ~/.scrapy.cfg of the caller's is read.
+    with server_process([str(bin_dir / "scrapyd")], log, ready, timeout=60, cwd=workdir,
+                        env=clean_env(bin_dir, HOME=str(workdir))):
+        yield Scrapyd(url=url, workdir=workdir, log=log)
 
 
 # --- the project, as a deploy tool sees it --------------------------------------------

@@ -291,3 +291,22 @@ async def test_a_full_disk_fails_items_stops_the_crawl_and_the_next_run_complete
     assert sorted(int(x) for x in (store / "downloaded_ids.txt").read_text().split()) == list(range(1, 61))
     fetched_again = len(server.requests("cdn"))
     assert fetched_again == 60 - len(recorded)  # done ids are not fetched again
+
+
+def test_partial_files_of_a_dead_writer_are_removed_and_a_shared_folder_keeps_live_ones(tmp_path):
+    import os
+    import time
+
+    from civitai_spider.stores import remove_partial_files
+
+    old, fresh, final = tmp_path / ".12.jpg.a1.part", tmp_path / ".13.jpg.b2.part", tmp_path / "12.jpg"
+    for path in (old, fresh, final):
+        path.write_bytes(b"x")
+    two_hours_ago = time.time() - 7200
+    os.utime(old, (two_hours_ago, two_hours_ago))
+    # a shared crawl: another worker may be writing fresh ones right now
+    assert remove_partial_files(tmp_path, older_than=3600) == 1
+    assert not old.exists() and fresh.exists() and final.exists()
+    # one process: every partial file is a leftover
+    assert remove_partial_files(tmp_path) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["12.jpg"]

@@ -27,6 +27,11 @@ FAILED_REASONS = {
     "api_unavailable": "the API could not be used from the first page on",
     "store_unwritable": "the store (IMAGES_STORE) cannot be written",
     "store_failing": "the store kept failing to write",
+    "redis_unreachable": "Redis (CIVITAI_REDIS_URL) could not be reached",
+    "redis_no_crawl": "there is no crawl of that name in Redis to resume",
+    "redis_crawl_exists": "an unfinished crawl of that name is in Redis",
+    "redis_other_arguments": "the crawl in Redis was started with other arguments",
+    "redis_bad_start": "CIVITAI_REDIS_START is not new, resume or restart",
 }
 
 

@@ -39,6 +39,7 @@ from scrapy.utils.defer import ensure_awaitable
 
 from civitai_spider.exceptions import RetryLater
 from civitai_spider.imaging import ImagePolicy, ImageRejected, StoredImage, process_image
+from civitai_spider.shared_crawl.state import redis_url
 from civitai_spider.stores import STORE_SCHEMES, StoreErrors, open_record, remove_partial_files
 
 if TYPE_CHECKING:
@@ -114,7 +115,9 @@ class CivitaiImagesPipeline(ImagesPipeline):
         # catch per image from worker threads) is turned off for this process.
         Image.MAX_IMAGE_PIXELS = None
         if self.local_root is not None:
-            removed = remove_partial_files(self.local_root)
+            # A shared crawl: other workers may be writing to this folder right now.
+            shared = bool(redis_url(self.crawler.settings))
+            removed = remove_partial_files(self.local_root, older_than=3600.0 if shared else 0.0)
             if removed:
                 logger.info("Removed %d partial files left by an interrupted run", removed)
 

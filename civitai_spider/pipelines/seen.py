@@ -13,6 +13,10 @@
   segments to an object store (at most ``CIVITAI_RECORD_FLUSH_LINES`` ids or
   ``CIVITAI_RECORD_FLUSH_SECONDS`` late, and at close). A failed or dropped
   image is never recorded, so the next run tries it again.
+- In a shared crawl (``CIVITAI_REDIS_URL``), an id that passes those checks is
+  also claimed in Redis (``done`` if another worker stored it in this crawl,
+  ``taken`` if a live worker is storing it: dropped either way), marked done in
+  Redis once stored, and unclaimed if it fails, so no two workers store one image.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from scrapy.exceptions import CloseSpider, DropItem, NotConfigured
 from scrapy.utils.asyncio import run_in_thread
 
 from civitai_spider.done_ids import DoneIds, parse_ids
+from civitai_spider.shared_crawl.state import SharedCrawl
 from civitai_spider.stores import check_writable, open_record, open_store
 
 if TYPE_CHECKING:
@@ -52,6 +57,7 @@ class DoneIdsPipeline:
         self.record = open_record(self.store, DONE_FILE, crawler.settings, crawler.stats)
         self.done = DoneIds()
         self.in_flight: set[int] = set()
+        self.shared = SharedCrawl.for_crawler(crawler)
         crawler.signals.connect(self.item_scraped, signal=signals.item_scraped)
         crawler.signals.connect(self.item_finished, signal=signals.item_dropped)
         crawler.signals.connect(self.item_finished, signal=signals.item_error)
@@ -93,6 +99,16 @@ class DoneIdsPipeline:
         if image_id in self.in_flight:
             self.crawler.stats.inc_value("done/in_flight_duplicate")
             raise AlreadyHandled(f"image {image_id} is already being stored", log_level="DEBUG")
+        if self.shared is not None:
+            claim = self.shared.claim(image_id)
+            if claim == "done":
+                self.crawler.stats.inc_value("done/skipped")
+                raise AlreadyHandled(f"image {image_id} was stored by another worker", log_level="DEBUG")
+            if claim == "taken":
+                self.crawler.stats.inc_value("redis/images/claimed_by_other_worker")
+                raise AlreadyHandled(f"image {image_id} is being stored by another worker", log_level="DEBUG")
+            if claim == "mine_from_dead":
+                self.crawler.stats.inc_value("redis/images/taken_over_from_dead_worker")
         self.in_flight.add(image_id)
         return item
 
@@ -104,14 +120,21 @@ class DoneIdsPipeline:
         try:
             self.record.append(str(image_id))
         except OSError as exc:  # a full disk: the image is stored but not recorded, so fetched again next run
+            if self.shared is not None:
+                self.shared.mark_done(image_id)  # still, no other worker stores it again in this crawl
             self.crawler.stats.inc_value("done/record_errors")
             logger.warning("Image %s stored but not recorded as done (%s): the next run fetches it again", image_id, exc)
             return
         self.done.add(image_id)
         self.crawler.stats.inc_value("done/recorded")
+        if self.shared is not None:
+            self.shared.mark_done(image_id)
 
     def item_finished(self, item: Any, response: Any = None, exception: Any = None, failure: Any = None, **kwargs: Any) -> None:
         """An item dropped or failed after this pipeline let it through: no longer in flight."""
         if isinstance(exception, AlreadyHandled) or (failure is not None and isinstance(failure.value, AlreadyHandled)):
             return
-        self.in_flight.discard(ItemAdapter(item).get("id"))
+        image_id = ItemAdapter(item).get("id")
+        if image_id in self.in_flight and self.shared is not None:
+            self.shared.unclaim(image_id)
+        self.in_flight.discard(image_id)

@@ -17,6 +17,14 @@ restarts each chain from there: images that were in flight are fetched again,
 done ones are skipped by the done-id record. Page requests that Scrapy's own
 request queue brings back from the earlier run are ignored (the chains restart
 from the state instead), so no chain is walked twice.
+
+Shared crawl (``CIVITAI_REDIS_URL``, see ``civitai_spider.shared_crawl``): page
+requests go through scrapy-redis's queue and dupefilter (so they are not
+``dont_filter``), and each worker walks whichever pages it takes. A page's lease
+is released once its next page is queued and every one of its images has left
+the pipelines; the chain's barren-page count travels in the request. Only the
+worker that starts the crawl yields the first pages; there is no JOBDIR state
+(the queue and the leases in Redis are the resume state).
 """
 
 from __future__ import annotations
@@ -28,8 +36,8 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 from typing import Any
+from urllib.parse import urlsplit
 
 import scrapy
 from scrapy import signals
@@ -43,6 +51,8 @@ from civitai_spider import api
 from civitai_spider.arguments import CrawlArguments, Query, parse_arguments
 from civitai_spider.exceptions import RetryLater
 from civitai_spider.items import API_FIELDS, CivitaiImage
+from civitai_spider.shared_crawl.scheduler import LEASE
+from civitai_spider.shared_crawl.state import SharedCrawl
 from civitai_spider.stores import write_atomically
 
 logger = logging.getLogger(__name__)
@@ -108,6 +118,8 @@ class CivitaiSpider(scrapy.Spider):
         self._run = secrets.token_hex(4)  # marks this process' page requests
         self._state_file: Path | None = None
         self._state_saved_at = 0.0
+        self.shared: SharedCrawl | None = None
+        self.seeds_crawl = True  # in a shared crawl: set by the scheduler when it opens
 
     @classmethod
     def check_arguments(cls, kwargs: dict[str, Any]) -> CrawlArguments:
@@ -137,14 +149,21 @@ class CivitaiSpider(scrapy.Spider):
         jobdir = job_dir(settings)
         spider._state_file = Path(jobdir, "spider.state") if jobdir else None
         spider.state_save_interval = settings.getfloat("CIVITAI_STATE_SAVE_INTERVAL", 1.0)
+        spider.shared = SharedCrawl.for_crawler(crawler)
+        if spider.shared is not None:
+            spider._state_file = None  # the queue and the leases in Redis are the resume state
         for signal in (signals.item_scraped, signals.item_dropped, signals.item_error):
             crawler.signals.connect(spider._item_left_pipelines, signal=signal)
         return spider
 
     async def start(self) -> AsyncIterator[Request]:
         state = getattr(self, "state", None)  # set by Scrapy's SpiderState when JOBDIR is on
-        saved = state.get("chains", {}) if isinstance(state, dict) else {}
+        saved = state.get("chains", {}) if isinstance(state, dict) and self.shared is None else {}
         stats = self.crawler.stats
+        if self.shared is not None and not self.seeds_crawl:
+            for query in self.crawl_args.queries:  # pages of every chain may come to this worker
+                self._chains[query.key] = Chain(query)
+            return
         for query in self.crawl_args.queries:
             chain = Chain.restore(query, saved[query.key]) if query.key in saved else Chain(query)
             self._chains[query.key] = chain
@@ -169,13 +188,15 @@ class CivitaiSpider(scrapy.Spider):
             url,
             callback=self.parse_page,
             errback=self.page_failed,
-            # Loops are caught per chain below; the dupefilter must not drop a
-            # page that a resumed crawl asks for again.
-            dont_filter=True,
+            # One process: loops are caught per chain below, and the dupefilter must
+            # not drop a page that a resumed crawl asks for again. Shared crawl: the
+            # shared dupefilter is what drops a page asked for twice.
+            dont_filter=self.shared is None,
             meta={
                 "chain": chain_key,
                 "cursor": cursor,
                 "run": self._run,
+                "barren": chain.barren_pages,
                 "handle_httpstatus_all": True,
                 # Its own download slot: API pages never queue behind image downloads.
                 "download_slot": API_SLOT,
@@ -184,7 +205,7 @@ class CivitaiSpider(scrapy.Spider):
 
     def _is_stale(self, request: Request) -> bool:
         """A page request of an earlier run of this job, brought back by Scrapy's request queue."""
-        if request.meta.get("run") == self._run and request.meta.get("chain") in self._chains:
+        if request.meta.get("chain") in self._chains and (self.shared is not None or request.meta.get("run") == self._run):
             return False
         self.crawler.stats.inc_value("api/pages/stale_from_earlier_run")
         return True
@@ -193,18 +214,21 @@ class CivitaiSpider(scrapy.Spider):
         if self._is_stale(response.request):
             return
         chain = self._chains[response.meta["chain"]]
+        lease = response.meta.get(LEASE)
         if response.status != 200:
-            self._end_chain(chain, f"http_{response.status}", response)
+            self._end_chain(chain, f"http_{response.status}", response, lease=lease)
             return
         try:
             page = api.parse_page(response.body)
         except api.PageError as exc:
             retry = get_retry_request(response.request, spider=self, reason="api_invalid_json")
             if retry is not None:
-                yield retry
+                yield retry  # a leased page: the scheduler queues it and drops the lease
             else:
-                self._end_chain(chain, "invalid_json", response, detail=str(exc))
+                self._end_chain(chain, "invalid_json", response, detail=str(exc), lease=lease)
             return
+        if self.shared is not None:  # the count so far travels with the chain's requests
+            chain.barren_pages = response.meta.get("barren", 0)
 
         stats = self.crawler.stats
         chain.pages += 1
@@ -216,7 +240,7 @@ class CivitaiSpider(scrapy.Spider):
         items = list(self._items(chain, page.items))
         if items:  # registered before any of them can finish
             chain.sequence += 1
-            chain.in_flight[chain.sequence] = [response.meta["cursor"], len(items)]
+            chain.in_flight[chain.sequence] = [response.meta["cursor"], len(items), lease]
             for item in items:
                 self._item_pages[item["id"]] = (chain, chain.sequence)
         next_request = self._next_page(chain, page)
@@ -224,6 +248,8 @@ class CivitaiSpider(scrapy.Spider):
         if next_request is not None:
             yield next_request
         yield from items
+        if not items:  # runs once the next page request is scheduled
+            self._release(lease)
 
     def _next_page(self, chain: Chain, page: api.Page) -> Request | None:
         stats = self.crawler.stats
@@ -241,12 +267,14 @@ class CivitaiSpider(scrapy.Spider):
                 )
                 stats.inc_value("api/chains/early_stop")
                 chain.status = "early_stop"
+                self._shared_chain_status(chain)
                 return None
         cursor = page.next_cursor
         if cursor is None:
             logger.info("Chain %s: complete after %d pages", chain.query.key, chain.pages)
             stats.inc_value("api/chains/completed")
             chain.status = "complete"
+            self._shared_chain_status(chain)
             return None
         if cursor in chain.visited:
             logger.warning(
@@ -256,6 +284,7 @@ class CivitaiSpider(scrapy.Spider):
             )
             stats.inc_value("api/chains/loop")
             chain.status = "loop"
+            self._shared_chain_status(chain)
             return None
         chain.visited[cursor] = None
         chain.next_cursor = cursor
@@ -293,7 +322,15 @@ class CivitaiSpider(scrapy.Spider):
         job walks it again and retries the item."""
         image_id = item.get("id") if isinstance(item, (dict, CivitaiImage)) else None
         entry = self._item_pages.pop(image_id, None) if isinstance(image_id, int) else None
-        if entry is None or isinstance(exception, RetryLater) or failure is not None:
+        if entry is None:
+            return
+        if self.shared is None:
+            if isinstance(exception, RetryLater) or failure is not None:
+                return
+        elif isinstance(exception, RetryLater) and not self.crawler.engine.running:
+            # A shared crawl has no next run of this job: a failed image is in
+            # failures.jsonl and its page goes on. Only an image left by a stopping
+            # worker keeps the page leased, to be put back in the queue at close.
             return
         chain, sequence = entry
         page = chain.in_flight[sequence]
@@ -301,6 +338,17 @@ class CivitaiSpider(scrapy.Spider):
         if page[1] == 0:
             del chain.in_flight[sequence]
             self._save_state()
+            self._release(page[2])
+
+    def _release(self, lease: str | None) -> None:
+        """A shared crawl's page is through: its lease goes (nothing to do in one process)."""
+        if lease is not None and self.shared is not None:
+            self.shared.release(lease)
+            self.crawler.stats.inc_value("redis/pages/released")
+
+    def _shared_chain_status(self, chain: Chain) -> None:
+        if self.shared is not None:
+            self.shared.set_chain(chain.query.key, chain.status)
 
     def _save_state(self, force: bool = False) -> None:
         """Chain positions into ``spider.state``; with JOBDIR, also onto disk now and then."""
@@ -322,7 +370,10 @@ class CivitaiSpider(scrapy.Spider):
         if self._is_stale(request):
             return
         chain = self._chains[request.meta["chain"]]
-        self._end_chain(chain, failure.value.__class__.__name__, None, detail=str(failure.value), url=request.url)
+        self._end_chain(
+            chain, failure.value.__class__.__name__, None, detail=str(failure.value), url=request.url,
+            lease=request.meta.get(LEASE),
+        )
 
     def _end_chain(
         self,
@@ -331,6 +382,7 @@ class CivitaiSpider(scrapy.Spider):
         response: Response | None,
         detail: str = "",
         url: str = "",
+        lease: str | None = None,
     ) -> None:
         if response is not None:
             url = response.url
@@ -342,6 +394,8 @@ class CivitaiSpider(scrapy.Spider):
         chain.status = "failed"  # a later run of the job tries this chain again
         self.crawler.stats.inc_value(f"api/chains/failed/{reason}")
         self._save_state()
+        self._shared_chain_status(chain)
+        self._release(lease)
         if reason in ("http_401", "http_403"):
             logger.error(
                 "The API refused this crawl (%s): the API key is missing, wrong or lacks access. "

@@ -1,0 +1,125 @@
+"""scrapy-redis's scheduler, with each taken page leased to its worker until it is through.
+
+Stock scrapy-redis pops a request and forgets it: a worker killed after the pop
+loses the page, and with it the rest of its cursor chain. Here the pop moves the
+request into the crawl's ``leases`` hash in the same Lua script
+(``state.POP_SCRIPT``); the spider releases the lease once every image of the
+page has left the pipelines (``CivitaiSpider``), and ``workers.WorkerLoop`` puts
+the pages of dead or stopping workers back in the queue. Everything else
+(request serialisation, the dupefilter, ``SCHEDULER_PERSIST``) is scrapy-redis's.
+
+A worker takes at most ``CIVITAI_REDIS_PAGES_PER_WORKER`` pages at once, so the
+pages (and their images) spread over the workers instead of piling up on the
+first one.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from scrapy.utils.misc import load_object
+from scrapy_redis.scheduler import Scheduler
+
+from civitai_spider.shared_crawl.state import (
+    SharedCrawl,
+    SharedCrawlError,
+    arguments_fingerprint,
+)
+
+if TYPE_CHECKING:
+    from scrapy import Request
+    from scrapy.crawler import Crawler
+
+logger = logging.getLogger(__name__)
+
+LEASE = "civitai_lease"  # request.meta key: the lease a page request was taken under
+
+
+class LeasingScheduler(Scheduler):
+    """scrapy-redis's ``Scheduler`` whose ``next_request`` leases the page it hands out."""
+
+    crawler: Crawler
+    shared: SharedCrawl
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> LeasingScheduler:
+        settings = crawler.settings
+        shared = SharedCrawl.for_crawler(crawler)
+        if shared is None:
+            raise ValueError("LeasingScheduler needs CIVITAI_REDIS_URL")
+        # Like scrapy-redis's from_settings, without its ping at build time (a Redis that
+        # cannot be reached becomes a clean close in open(), not a traceback).
+        scheduler = cls(
+            server=shared.server,
+            persist=True,
+            queue_key=settings.get("SCHEDULER_QUEUE_KEY"),
+            queue_cls="scrapy_redis.queue.PriorityQueue",
+            dupefilter_key=settings.get("SCHEDULER_DUPEFILTER_KEY"),
+            dupefilter_cls=settings.get("DUPEFILTER_CLASS"),
+        )
+        scheduler.stats = crawler.stats
+        scheduler.crawler = crawler
+        scheduler.shared = shared
+        scheduler.pages_per_worker = max(1, settings.getint("CIVITAI_REDIS_PAGES_PER_WORKER", 2))
+        return scheduler
+
+    def open(self, spider: Any) -> None:
+        args = spider.crawl_args
+        description = f"{args!r} api={spider.api_url}"
+        mode = str(self.crawler.settings.get("CIVITAI_REDIS_START", "resume")).strip().lower()
+        try:
+            spider.seeds_crawl = self.shared.open(mode, arguments_fingerprint(description), description)
+        except SharedCrawlError as exc:
+            # Closed by WorkerLoop once the spider is open: a CloseSpider from here, before
+            # the scraper is open, makes Scrapy 2.19 log a "Scraper close failure" traceback.
+            logger.error("%s", exc)
+            spider.seeds_crawl = False
+            self.shared.refusal = exc.reason
+            return
+        # scrapy-redis's open(), without its deprecated spider.log() call.
+        self.spider = spider
+        self.queue = load_object(self.queue_cls)(
+            server=self.server, spider=spider, key=self.queue_key % {"spider": spider.name}, serializer=self.serializer,
+        )
+        if not self.df:
+            self.df = load_object(self.dupefilter_cls).from_spider(spider)
+
+    def close(self, reason: str) -> None:
+        if not self.shared.joined:
+            return
+        super().close(reason)  # persist=True: the queue and the dupefilter stay in Redis
+
+    def has_pending_requests(self) -> bool:
+        if not self.shared.joined:
+            return False
+        return super().has_pending_requests()
+
+    def enqueue_request(self, request: Request) -> bool:
+        lease = request.meta.pop(LEASE, None)
+        if lease is None:  # scrapy-redis's enqueue_request, without its deprecated stats call
+            if not request.dont_filter and self.df.request_seen(request):
+                self.df.log(request, self.spider)
+                self.stats.inc_value("dupefilter/filtered")
+                return False
+            self.stats.inc_value("scheduler/enqueued/redis")
+            self.queue.push(request)
+            return True
+        # A leased page asked for again (a retry, with dont_filter): queued, and its lease
+        # dropped, in one step.
+        self.shared.requeue(lease, self.queue._encode_request(request), -request.priority)
+        self.stats.inc_value("redis/pages/requeued_retry")
+        return True
+
+    def next_request(self) -> Request | None:
+        if not self.shared.joined or len(self.shared.leases) >= self.pages_per_worker:
+            return None
+        taken = self.shared.take_page()
+        if taken is None:
+            return None
+        lease, data = taken
+        request = self.queue._decode_request(data)
+        request.meta[LEASE] = lease
+        self.stats.inc_value("redis/pages/leased")
+        self.stats.inc_value("scheduler/dequeued/redis")
+        return request

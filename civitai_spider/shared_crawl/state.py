@@ -1,0 +1,330 @@
+"""The Redis data of one shared crawl, and the atomic steps the workers take on it.
+
+Keys, all under ``civitai:<CIVITAI_REDIS_CRAWL>:``:
+
+========================  ==================================================================
+``requests``              scrapy-redis's request queue (a sorted set of pickled page requests)
+``dupefilter``            scrapy-redis's dupefilter (fingerprints of every page request seen)
+``leases`` / ``owners``   hashes: lease id -> the taken page request / the worker holding it
+``lease_seq``             the last lease id given
+``worker:<id>``           one key per live worker, expiring ``CIVITAI_REDIS_WORKER_TIMEOUT``
+                          seconds after its last heartbeat
+``claims``                hash: image id -> the worker storing it now
+``done``                  set: image ids stored in this crawl
+``info``                  hash: the crawl's arguments, state (running/finished), times
+``chains``                hash: chain key -> how it ended
+========================  ==================================================================
+
+Every step that moves a page between the queue and a lease is one Lua script,
+so a worker killed at any instant leaves each page either queued or leased.
+Scripts read worker keys they compute, so this needs a plain Redis (or a
+primary with replicas), not Redis Cluster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import secrets
+import socket
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import RedisError
+from scrapy_redis import defaults as redis_defaults
+from scrapy_redis.connection import get_redis
+
+if TYPE_CHECKING:
+    from scrapy.crawler import Crawler
+    from scrapy.settings import BaseSettings
+
+logger = logging.getLogger(__name__)
+
+START_MODES = ("new", "resume", "restart")
+
+
+class SharedCrawlError(Exception):
+    """The shared crawl cannot be used as asked; ``reason`` is the close reason."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def redis_url(settings: BaseSettings) -> str:
+    """``CIVITAI_REDIS_URL`` from the settings, else from the environment ('' when neither)."""
+    return str(settings.get("CIVITAI_REDIS_URL") or os.environ.get("CIVITAI_REDIS_URL", "")).strip()
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, for logs."""
+    if "@" not in url:
+        return url
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+
+
+@dataclass(frozen=True)
+class CrawlKeys:
+    prefix: str
+
+    @classmethod
+    def named(cls, crawl: str) -> CrawlKeys:
+        return cls(f"civitai:{crawl}")
+
+    def __getattr__(self, name: str) -> str:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return f"{self.prefix}:{name}"
+
+    def worker(self, worker_id: str) -> str:
+        return f"{self.prefix}:worker:{worker_id}"
+
+
+# KEYS: requests, leases, owners, lease_seq. ARGV: worker id.
+# The page with the lowest score (scrapy-redis's PriorityQueue order) becomes a lease of ARGV[1].
+POP_SCRIPT = """
+local got = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if #got == 0 then return false end
+redis.call('ZREM', KEYS[1], got[1])
+local lease = tostring(redis.call('INCR', KEYS[4]))
+redis.call('HSET', KEYS[2], lease, got[1])
+redis.call('HSET', KEYS[3], lease, ARGV[1])
+return {lease, got[1]}
+"""
+
+# KEYS: requests, leases, owners. ARGV: lease id, request data, score.
+# A leased page goes back to the queue as a new request (a retry): pushed, then the lease dropped.
+REQUEUE_SCRIPT = """
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2])
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[3], ARGV[1])
+return 1
+"""
+
+# KEYS: requests, leases, owners. ARGV: worker key prefix, worker id ('' = every dead worker).
+# Leases of the given worker (or of every worker whose key has expired) go back to the queue.
+REAP_SCRIPT = """
+local owners = redis.call('HGETALL', KEYS[3])
+local moved = 0
+for i = 1, #owners, 2 do
+  local lease, owner = owners[i], owners[i + 1]
+  local take
+  if ARGV[2] ~= '' then
+    take = owner == ARGV[2]
+  else
+    take = redis.call('EXISTS', ARGV[1] .. owner) == 0
+  end
+  if take then
+    local data = redis.call('HGET', KEYS[2], lease)
+    if data then redis.call('ZADD', KEYS[1], 0, data) end
+    redis.call('HDEL', KEYS[2], lease)
+    redis.call('HDEL', KEYS[3], lease)
+    moved = moved + 1
+  end
+end
+return moved
+"""
+
+# KEYS: done, claims. ARGV: image id, worker id, worker key prefix.
+# 'done' (stored already in this crawl), 'taken' (a live worker is storing it) or 'mine'.
+CLAIM_SCRIPT = """
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then return 'done' end
+local owner = redis.call('HGET', KEYS[2], ARGV[1])
+if owner and owner ~= ARGV[2] and redis.call('EXISTS', ARGV[3] .. owner) == 1 then return 'taken' end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+if owner and owner ~= ARGV[2] then return 'mine_from_dead' end
+return 'mine'
+"""
+
+
+class SharedCrawl:
+    """One worker's handle on the shared crawl: its Redis connection, its id and its leases."""
+
+    def __init__(self, server: Any, crawl: str, worker: str, worker_timeout: float, url: str = "") -> None:
+        self.server = server
+        self.crawl = crawl
+        self.keys = CrawlKeys.named(crawl)
+        self.worker = worker
+        self.worker_timeout = worker_timeout
+        self.url = url
+        self.leases: set[str] = set()  # pages this worker holds now
+        self.joined = False  # open() succeeded
+        self.refusal = ""  # open() failed: the close reason
+        self._pop = server.register_script(POP_SCRIPT)
+        self._requeue = server.register_script(REQUEUE_SCRIPT)
+        self._reap = server.register_script(REAP_SCRIPT)
+        self._claim = server.register_script(CLAIM_SCRIPT)
+
+    @classmethod
+    def for_crawler(cls, crawler: Crawler) -> SharedCrawl | None:
+        """The crawler's one SharedCrawl (made on first use), or None outside Redis mode."""
+        shared = getattr(crawler, "civitai_shared_crawl", None)
+        if shared is not None:
+            return shared
+        settings = crawler.settings
+        url = redis_url(settings)
+        if not url:
+            return None
+        worker = settings.get("CIVITAI_REDIS_WORKER") or (
+            f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
+        )
+        # scrapy-redis's connection defaults and REDIS_PARAMS, with our URL (the spider
+        # asks for this before the add-on has set REDIS_URL).
+        params = {**redis_defaults.REDIS_PARAMS, **settings.getdict("REDIS_PARAMS"), "url": url}
+        shared = cls(
+            get_redis(**params),
+            crawl=settings.get("CIVITAI_REDIS_CRAWL", "civitai"),
+            worker=str(worker),
+            worker_timeout=settings.getfloat("CIVITAI_REDIS_WORKER_TIMEOUT", 30.0),
+            url=url,
+        )
+        crawler.civitai_shared_crawl = shared  # type: ignore[attr-defined]
+        return shared
+
+    # --- the crawl as a whole ----------------------------------------------------
+
+    def open(self, mode: str, fingerprint: str, description: str) -> bool:
+        """Start (``new``/``restart``) or join (``resume``) the crawl; True if this worker seeds it.
+
+        Raises ``SharedCrawlError`` when the crawl cannot be used as asked.
+        """
+        if mode not in START_MODES:
+            raise SharedCrawlError("redis_bad_start", f"CIVITAI_REDIS_START must be one of {', '.join(START_MODES)}, got {mode!r}")
+        keys = self.keys
+        try:
+            self.server.ping()
+        except RedisError as exc:  # ConnectionError, TimeoutError, AuthenticationError...
+            raise SharedCrawlError("redis_unreachable", f"Cannot reach Redis at {redacted(self.url)}: {exc}") from None
+        self.heartbeat()
+        info = {k.decode(): v.decode() for k, v in self.server.hgetall(keys.info).items()}
+        pending = self.pending()
+        if mode == "resume":
+            if not info:
+                raise SharedCrawlError(
+                    "redis_no_crawl",
+                    f"No crawl named {self.crawl!r} in Redis at {redacted(self.url)}: start one with "
+                    "-s CIVITAI_REDIS_START=new (one worker), then start the others with resume",
+                )
+            if info.get("fingerprint") != fingerprint:
+                raise SharedCrawlError(
+                    "redis_other_arguments",
+                    f"Crawl {self.crawl!r} in Redis was started with other arguments ({info.get('arguments')}); "
+                    f"this worker has {description}. Use the same arguments, or another CIVITAI_REDIS_CRAWL name",
+                )
+            logger.info(
+                "Joining crawl %r (started %s by %s): %d pages queued, %d being worked on",
+                self.crawl, info.get("started"), info.get("started_by"), *pending,
+            )
+            self.joined = True
+            return False
+        if mode == "new" and info and any(pending):
+            raise SharedCrawlError(
+                "redis_crawl_exists",
+                f"Crawl {self.crawl!r} in Redis is not finished ({pending[0]} pages queued, {pending[1]} being "
+                "worked on): resume it with -s CIVITAI_REDIS_START=resume, or discard it with "
+                "-s CIVITAI_REDIS_START=restart",
+            )
+        stale = [keys.requests, keys.dupefilter, keys.leases, keys.owners, keys.claims, keys.done, keys.chains, keys.info]
+        pipe = self.server.pipeline()
+        pipe.delete(*stale)
+        pipe.hset(keys.info, mapping={
+            "fingerprint": fingerprint,
+            "arguments": description,
+            "state": "running",
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "started_by": self.worker,
+        })
+        pipe.execute()
+        logger.info("Started crawl %r in Redis at %s (%s)", self.crawl, redacted(self.url), mode)
+        self.joined = True
+        return True
+
+    def pending(self) -> tuple[int, int]:
+        """(pages queued, pages leased), read together."""
+        pipe = self.server.pipeline()
+        pipe.zcard(self.keys.requests)
+        pipe.hlen(self.keys.leases)
+        queued, leased = pipe.execute()
+        return int(queued), int(leased)
+
+    def finished(self) -> bool:
+        """Nothing queued and nothing leased: no page is left and none can appear."""
+        return self.pending() == (0, 0)
+
+    def mark_finished(self) -> bool:
+        """Record the crawl as finished; True for the worker that recorded it first."""
+        first = self.server.hsetnx(self.keys.info, "finished", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        self.server.hset(self.keys.info, "state", "finished")
+        return bool(first)
+
+    def set_chain(self, chain: str, status: str) -> None:
+        self.server.hset(self.keys.chains, chain, status)
+
+    # --- this worker -----------------------------------------------------------------
+
+    def heartbeat(self) -> None:
+        self.server.set(self.keys.worker(self.worker), str(time.time()), px=int(self.worker_timeout * 1000))
+
+    def leave(self) -> None:
+        self.server.delete(self.keys.worker(self.worker))
+
+    def live_workers(self) -> list[str]:
+        prefix = self.keys.worker("")
+        return sorted(k.decode()[len(prefix):] for k in self.server.scan_iter(match=prefix + "*", count=1000))
+
+    # --- pages -------------------------------------------------------------------------
+
+    def take_page(self) -> tuple[str, bytes] | None:
+        """The next queued page, leased to this worker: (lease id, request data), or None."""
+        got = self._pop(keys=[self.keys.requests, self.keys.leases, self.keys.owners, self.keys.lease_seq], args=[self.worker])
+        if not got:
+            return None
+        lease = got[0].decode()
+        self.leases.add(lease)
+        return lease, got[1]
+
+    def release(self, lease: str) -> None:
+        """The page is through: every image stored or dropped for good, its next page queued."""
+        pipe = self.server.pipeline(transaction=True)
+        pipe.hdel(self.keys.leases, lease)
+        pipe.hdel(self.keys.owners, lease)
+        pipe.execute()
+        self.leases.discard(lease)
+
+    def requeue(self, lease: str, data: bytes, score: float) -> None:
+        """A leased page asked for again (a retry): queued as ``data``, and the lease dropped, at once."""
+        self._requeue(keys=[self.keys.requests, self.keys.leases, self.keys.owners], args=[lease, data, score])
+        self.leases.discard(lease)
+
+    def reap_dead(self) -> int:
+        """Put back in the queue the pages of every worker whose heartbeat has expired."""
+        return int(self._reap(keys=[self.keys.requests, self.keys.leases, self.keys.owners], args=[self.keys.worker(""), ""]))
+
+    def requeue_mine(self) -> int:
+        """Put back in the queue every page this worker still holds (it is stopping)."""
+        moved = int(self._reap(keys=[self.keys.requests, self.keys.leases, self.keys.owners], args=[self.keys.worker(""), self.worker]))
+        self.leases.clear()
+        return moved
+
+    # --- images ------------------------------------------------------------------------
+
+    def claim(self, image_id: int) -> str:
+        """'done', 'taken' (a live worker has it), 'mine', or 'mine_from_dead' (taken over)."""
+        got = self._claim(keys=[self.keys.done, self.keys.claims], args=[image_id, self.worker, self.keys.worker("")])
+        return got.decode() if isinstance(got, bytes) else str(got)
+
+    def mark_done(self, image_id: int) -> None:
+        pipe = self.server.pipeline(transaction=True)
+        pipe.sadd(self.keys.done, image_id)
+        pipe.hdel(self.keys.claims, image_id)
+        pipe.execute()
+
+    def unclaim(self, image_id: int) -> None:
+        self.server.hdel(self.keys.claims, image_id)
+
+
+def arguments_fingerprint(description: str) -> str:
+    return hashlib.sha256(description.encode()).hexdigest()[:16]

@@ -1,0 +1,128 @@
+"""One worker's part in a shared crawl: heartbeat, reaping dead workers, idling, leaving.
+
+- Every ``CIVITAI_REDIS_WORKER_TIMEOUT / 3`` seconds the worker renews its key
+  (``worker:<id>``, expiring after the timeout) and puts back in the queue the
+  leased pages of every worker whose key has expired (killed, or cut off): the
+  pages are walked again by whoever takes them, their images claimed again
+  (the dead worker's claims lapse with its key) and the done ones skipped.
+- Scrapy's engine asks the scheduler for work on its own every 5 s when idle;
+  every ``CIVITAI_REDIS_POLL_INTERVAL`` seconds this wakes it, so a page queued by
+  another worker is taken at once.
+- An idle worker stays up (``DontCloseSpider``) while any page is queued or
+  leased anywhere: another worker's page may still queue the next one. When
+  nothing is queued and nothing leased, the crawl is finished: recorded in
+  ``info`` and every worker closes with reason ``finished``.
+- At close (Ctrl-C, ``CLOSESPIDER_*``, a failing store), the pages this worker
+  still holds go back to the queue at once, and its key is deleted.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import RedisError
+from scrapy import signals
+from scrapy.exceptions import CloseSpider, DontCloseSpider, NotConfigured
+from twisted.internet.task import LoopingCall
+
+from civitai_spider.shared_crawl.state import SharedCrawl
+
+if TYPE_CHECKING:
+    from scrapy.crawler import Crawler
+
+logger = logging.getLogger(__name__)
+
+
+class WorkerLoop:
+    def __init__(self, crawler: Crawler, shared: SharedCrawl) -> None:
+        self.crawler = crawler
+        self.shared = shared
+        self.beat_interval = max(0.1, shared.worker_timeout / 3)
+        self.poll_interval = crawler.settings.getfloat("CIVITAI_REDIS_POLL_INTERVAL", 0.5)
+        self._beat: LoopingCall | None = None
+        self._poll: LoopingCall | None = None
+        crawler.signals.connect(self.spider_opened, signal=signals.spider_opened)
+        crawler.signals.connect(self.spider_idle, signal=signals.spider_idle)
+        crawler.signals.connect(self.spider_closed, signal=signals.spider_closed)
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> WorkerLoop:
+        shared = SharedCrawl.for_crawler(crawler)
+        if shared is None:
+            raise NotConfigured("no CIVITAI_REDIS_URL: a crawl of one process")
+        return cls(crawler, shared)
+
+    def _refused(self) -> bool:
+        return not self.shared.joined
+
+    def spider_opened(self, spider: Any) -> None:
+        if self.shared.refusal:
+            raise CloseSpider(self.shared.refusal)
+        if self._refused():
+            return
+        logger.info("Worker %s on crawl %r (timeout %.0f s)", self.shared.worker, self.shared.crawl, self.shared.worker_timeout)
+        self._beat = LoopingCall(self.beat)
+        self._beat.start(self.beat_interval, now=True).addErrback(self._loop_failed, "heartbeat")
+        if self.poll_interval > 0:
+            self._poll = LoopingCall(self.wake_engine)
+            self._poll.start(self.poll_interval, now=False).addErrback(self._loop_failed, "poll")
+
+    def beat(self) -> None:
+        try:
+            self.shared.heartbeat()
+            moved = self.shared.reap_dead()
+        except RedisError as exc:  # Redis away for a moment: try again next beat
+            self.crawler.stats.inc_value("redis/heartbeat_errors")
+            logger.warning("Redis heartbeat failed (%s: %s); retrying", exc.__class__.__name__, exc)
+            return
+        if moved:
+            self.crawler.stats.inc_value("redis/pages/requeued_from_dead_workers", moved)
+            logger.warning("Put %d pages of workers that stopped answering back in the queue", moved)
+
+    def wake_engine(self) -> None:
+        """Have the engine ask the scheduler for a page now (it would wait up to 5 s when idle).
+
+        Scrapy has no public call for this; ``engine._slot.nextcall`` is what its own
+        heartbeat schedules.
+        """
+        slot = getattr(self.crawler.engine, "_slot", None)
+        nextcall = getattr(slot, "nextcall", None)
+        if nextcall is not None and self.crawler.engine.running:
+            nextcall.schedule()
+
+    def _loop_failed(self, failure: Any, name: str) -> None:
+        logger.error("Shared-crawl %s loop stopped: %s", name, failure.getErrorMessage())
+
+    def spider_idle(self, spider: Any) -> None:
+        if self._refused():
+            return
+        try:
+            finished = self.shared.finished()
+        except RedisError as exc:
+            logger.warning("Redis unavailable while idle (%s); waiting", exc)
+            raise DontCloseSpider from None
+        if finished:
+            if self.shared.mark_finished():
+                logger.info("Crawl %r is finished: no page queued or leased", self.shared.crawl)
+            return
+        raise DontCloseSpider
+
+    def spider_closed(self, spider: Any, reason: str) -> None:
+        for loop in (self._beat, self._poll):
+            if loop is not None and loop.running:
+                loop.stop()
+        if self._refused():
+            return
+        try:
+            moved = self.shared.requeue_mine()
+            self.shared.leave()
+        except RedisError as exc:
+            logger.error(
+                "Could not hand back this worker's pages (%s: %s): other workers take them once its "
+                "heartbeat expires (%.0f s)", exc.__class__.__name__, exc, self.shared.worker_timeout,
+            )
+            return
+        if moved:
+            self.crawler.stats.inc_value("redis/pages/requeued_on_close", moved)
+            logger.info("Put the %d pages this worker had not finished back in the queue", moved)

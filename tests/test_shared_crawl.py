@@ -1,0 +1,304 @@
+"""Many workers on one crawl through scrapy-redis: a real redis-server, real ``scrapy crawl`` workers.
+
+The workers are separate processes, as on separate machines: they share only
+Redis, the stand-in and the store folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from civitai_spider.shared_crawl.state import SharedCrawl, SharedCrawlError
+from tests.mockserver import image_uuid
+from tests.support import REPO, api_image, image_bytes, run_scrapy, scenario
+
+FILES = {"jpeg": image_bytes("JPEG"), "png": image_bytes("PNG")}
+IMAGES = [api_image(i, hearts=i % 10, file="jpeg" if i % 3 else "png") for i in range(1, 601)]
+EXPECTED = {i for i in range(1, 601) if i % 10 >= 5}  # min_hearts=5: 300 images on 30 pages
+ID_BY_UUID = {image_uuid(i): i for i in range(1, 601)}
+SECRET = "sk-shared-crawl-secret-4242"
+
+
+def stalled_cdn(seconds: float) -> list[dict]:
+    return [{"server": "cdn", "match": {}, "action": "stall", "seconds": seconds, "times": -1}]
+
+
+def crawl_name() -> str:
+    return f"t{uuid.uuid4().hex[:8]}"
+
+
+def worker_argv(server, redis_server, store: Path, crawl: str, worker: str, start: str = "resume",
+                *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "scrapy", "crawl", "civitai", "-a", "min_hearts=5",
+        "-s", f"CIVITAI_API_URL={server.api_url}", "-s", f"IMAGES_STORE={store}",
+        "-s", f"CIVITAI_REDIS_URL={redis_server.url}", "-s", f"CIVITAI_REDIS_CRAWL={crawl}",
+        "-s", f"CIVITAI_REDIS_START={start}", "-s", f"CIVITAI_REDIS_WORKER={worker}",
+        "-s", "CIVITAI_REDIS_WORKER_TIMEOUT=1.5", "-s", "CIVITAI_REDIS_POLL_INTERVAL=0.1",
+        "-s", "CIVITAI_PAGE_LIMIT=20", "-s", "LOG_LEVEL=INFO", "-s", "CIVITAI_RETRY_BACKOFF_BASE=0.05",
+        "-s", "CIVITAI_IMAGES_IN_FLIGHT=8",
+        *extra,
+    ]
+
+
+def start_worker(argv: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    return subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=log.open("ab"),
+                            env={**os.environ, **(env or {})})
+
+
+def wait_for(condition, timeout: float, what: str, processes=()) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        for process in processes:
+            assert process.poll() is None, f"a worker ended before {what}"
+        time.sleep(0.02)
+
+
+def recorded(store: Path) -> list[int]:
+    path = store / "downloaded_ids.txt"
+    return [int(x) for x in path.read_text().split()] if path.exists() else []
+
+
+def stored_images(store: Path) -> list[int]:
+    return sorted(int(p.stem) for p in store.iterdir() if p.suffix in (".jpg", ".png"))
+
+
+def stored_count(log: Path) -> int:
+    """'stored: N new images' from a worker's closing summary."""
+    found = re.findall(r"stored: (\d+) new images", log.read_text(errors="replace"))
+    assert found, f"no closing summary in {log.name}:\n{log.read_text(errors='replace')[-3000:]}"
+    return int(found[-1])
+
+
+def cdn_fetches(server) -> list[int]:
+    return [ID_BY_UUID[r["path"].split("/")[2]] for r in server.requests("cdn") if r["status"] == 200]
+
+
+def check_complete(store: Path) -> None:
+    assert sorted(recorded(store)) == sorted(EXPECTED)  # each id recorded once, none missing
+    assert stored_images(store) == sorted(EXPECTED)
+    for image_id in EXPECTED:
+        assert (store / f"{image_id}_pos-prompt.txt").read_text() == "a prompt"
+        assert json.loads((store / f"{image_id}_meta.json").read_text())["seed"] == image_id
+    for path in store.iterdir():
+        if path.suffix in (".jpg", ".png"):
+            assert path.read_bytes() == FILES["png" if path.suffix == ".png" else "jpeg"], path
+
+
+# --- the Redis data, step by step -----------------------------------------------------------
+
+
+def shared(redis_server, crawl: str, worker: str, timeout: float = 30.0) -> SharedCrawl:
+    import redis
+
+    return SharedCrawl(redis.Redis.from_url(redis_server.url), crawl=crawl, worker=worker,
+                       worker_timeout=timeout, url=redis_server.url)
+
+
+def test_leases_claims_and_reaping(redis_server):
+    crawl = crawl_name()
+    one, two = shared(redis_server, crawl, "one"), shared(redis_server, crawl, "two")
+    assert one.open("new", "fp", "args") is True
+    assert two.open("resume", "fp", "args") is False
+    redis_server.client.zadd(one.keys.requests, {b"page-a": 0, b"page-b": 1})
+
+    lease, data = one.take_page()
+    assert data == b"page-a" and one.leases == {lease}
+    assert two.take_page()[1] == b"page-b"
+    assert one.take_page() is None and one.pending() == (0, 2)
+
+    # a retry of a leased page: queued again and the lease dropped in one step
+    one.requeue(lease, b"page-a-retry", 0)
+    assert one.leases == set() and one.pending() == (1, 1)
+    lease, data = one.take_page()
+    assert data == b"page-a-retry"
+
+    # "two" dies: its heartbeat key expires, and any worker puts its page back
+    assert one.reap_dead() == 0
+    redis_server.client.delete(two.keys.worker("two"))
+    assert one.reap_dead() == 1
+    assert one.pending() == (1, 1) and two.take_page() is not None  # (it came back, as a new lease)
+
+    # "one" stops early: its pages go back at once
+    assert one.requeue_mine() == 1 and one.leases == set()
+
+    assert one.claim(7) == "mine"
+    assert two.claim(7) == "taken"
+    two.heartbeat()
+    redis_server.client.delete(one.keys.worker("one"))  # "one" is dead: its claim lapses
+    assert two.claim(7) == "mine_from_dead"
+    two.mark_done(7)
+    one.heartbeat()
+    assert one.claim(7) == "done"
+    assert one.claim(8) == "mine"
+    one.unclaim(8)
+    assert two.claim(8) == "mine"
+
+
+def test_starting_and_resuming_are_explicit(redis_server):
+    crawl = crawl_name()
+    first = shared(redis_server, crawl, "first")
+    with pytest.raises(SharedCrawlError) as raised:
+        first.open("resume", "fp", "args")
+    assert raised.value.reason == "redis_no_crawl"
+    assert first.open("new", "fp", "args")
+    redis_server.client.zadd(first.keys.requests, {b"page": 0})
+    with pytest.raises(SharedCrawlError) as raised:
+        shared(redis_server, crawl, "second").open("new", "fp", "args")
+    assert raised.value.reason == "redis_crawl_exists"
+    with pytest.raises(SharedCrawlError) as raised:
+        shared(redis_server, crawl, "third").open("resume", "other", "other args")
+    assert raised.value.reason == "redis_other_arguments"
+    assert shared(redis_server, crawl, "fourth").open("restart", "fp2", "args 2")
+    assert first.pending() == (0, 0)
+    with pytest.raises(SharedCrawlError) as raised:
+        shared(redis_server, crawl, "x").open("later", "fp", "args")
+    assert raised.value.reason == "redis_bad_start"
+    import redis
+
+    nowhere = SharedCrawl(redis.Redis.from_url("redis://127.0.0.1:1/0"), crawl=crawl, worker="w",
+                          worker_timeout=5, url="redis://:hunter2@127.0.0.1:1/0")
+    with pytest.raises(SharedCrawlError) as raised:
+        nowhere.open("new", "fp", "args")
+    assert raised.value.reason == "redis_unreachable" and "hunter2" not in str(raised.value)
+
+
+def test_refusals_are_clear_errors_with_exit_status_1(server, redis_server, tmp_path):
+    server.load(scenario(IMAGES[:40], FILES))
+    crawl = crawl_name()
+    argv = worker_argv(server, redis_server, tmp_path / "store", crawl, "w1", "resume")[3:]
+    done = run_scrapy(*argv, timeout=60)
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "No crawl named" in done.stderr and "CIVITAI_REDIS_START=new" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert server.requests("api") == []
+
+    argv = worker_argv(server, redis_server, tmp_path / "store", crawl, "w1", "resume")[3:]
+    argv[argv.index(f"CIVITAI_REDIS_URL={redis_server.url}")] = "CIVITAI_REDIS_URL=redis://:pw-x1@127.0.0.1:1/0"
+    done = run_scrapy(*argv, timeout=60)
+    assert done.returncode == 1
+    assert "Cannot reach Redis at redis://***@127.0.0.1:1/0" in done.stderr
+    assert "pw-x1" not in done.stderr and "Traceback" not in done.stderr
+
+
+# --- workers, as processes -----------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_three_workers_share_one_crawl(server, redis_server, tmp_path):
+    server.load(scenario(IMAGES, FILES, faults=stalled_cdn(0.1)))
+    store, crawl = tmp_path / "store", crawl_name()
+    env = {"CIVITAI_API_KEY": SECRET}
+    seen_in_redis: list[bytes] = []
+    stop = threading.Event()
+
+    def watch_redis() -> None:  # everything scrapy-redis holds: queued and leased page requests
+        keys = shared(redis_server, crawl, "watcher").keys
+        while not stop.is_set():
+            seen_in_redis.extend(redis_server.client.zrange(keys.requests, 0, -1))
+            seen_in_redis.extend(redis_server.client.hvals(keys.leases))
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=watch_redis, daemon=True)
+    watcher.start()
+    logs = [tmp_path / f"w{n}.log" for n in (1, 2, 3)]
+    workers = [start_worker(worker_argv(server, redis_server, store, crawl, "w1", "new"), logs[0], env)]
+    wait_for(lambda: redis_server.client.exists(f"civitai:{crawl}:info"), 30, "the crawl to start", workers)
+    workers += [start_worker(worker_argv(server, redis_server, store, crawl, f"w{n}"), logs[n - 1], env)
+                for n in (2, 3)]
+    try:
+        for process in workers:
+            assert process.wait(timeout=120) == 0
+    finally:
+        stop.set()
+        for process in workers:
+            if process.poll() is None:
+                process.kill()
+    watcher.join()
+
+    check_complete(store)
+    counts = [stored_count(log) for log in logs]
+    assert sum(counts) == len(EXPECTED), counts  # each image stored by exactly one worker
+    assert sum(1 for c in counts if c) >= 2, counts  # the work was shared
+    assert sorted(cdn_fetches(server)) == sorted(EXPECTED)  # each image downloaded once in all
+    api = server.requests("api")
+    assert len({r["raw_query"] for r in api}) == 30  # every page walked...
+    assert all(r["headers"].get("authorization") == f"Bearer {SECRET}" for r in api)
+    # ...and no page request scrapy-redis held ever carried the key
+    assert seen_in_redis and not any(SECRET.encode() in blob for blob in seen_in_redis)
+    texts = [log.read_text() for log in logs]
+    assert all(f"Worker w{n} on crawl '{crawl}'" in text for n, text in enumerate(texts, 1))
+    assert sum(f"Crawl '{crawl}' is finished" in text for text in texts) == 1
+    info = redis_server.client.hgetall(f"civitai:{crawl}:info")
+    assert info[b"state"] == b"finished"
+
+
+@pytest.mark.slow
+def test_killed_and_stopped_workers_lose_nothing(server, redis_server, tmp_path):
+    """w2 is killed (SIGKILL) and w3 stopped (Ctrl-C) while each holds pages: w1 completes the crawl."""
+    server.load(scenario(IMAGES, FILES, faults=stalled_cdn(0.15)))
+    store, crawl = tmp_path / "store", crawl_name()
+    owners = f"civitai:{crawl}:owners"
+    logs = {name: tmp_path / f"{name}.log" for name in ("w1", "w2", "w3")}
+    workers = {"w1": start_worker(worker_argv(server, redis_server, store, crawl, "w1", "new"), logs["w1"])}
+    wait_for(lambda: redis_server.client.exists(f"civitai:{crawl}:info"), 30, "the crawl to start", workers.values())
+    for name in ("w2", "w3"):
+        workers[name] = start_worker(worker_argv(server, redis_server, store, crawl, name), logs[name])
+
+    def holds_pages(name: str) -> bool:
+        return name.encode() in redis_server.client.hvals(owners)
+
+    try:
+        wait_for(lambda: holds_pages("w2") and len(recorded(store)) > 30, 60, "w2 to hold a page",
+                 workers.values())
+        workers["w2"].kill()
+        wait_for(lambda: holds_pages("w3"), 60, "w3 to hold a page", [workers["w1"], workers["w3"]])
+        workers["w3"].send_signal(signal.SIGINT)
+        assert workers["w3"].wait(timeout=60) == 0
+        assert workers["w1"].wait(timeout=120) == 0
+    finally:
+        for process in workers.values():
+            if process.poll() is None:
+                process.kill()
+
+    check_complete(store)
+    w1, w3 = logs["w1"].read_text(), logs["w3"].read_text()
+    # w2's pages: put back by whichever live worker noticed first that its heartbeat had expired
+    assert re.search(r"Put \d+ pages of workers that stopped answering back in the queue", w1 + w3), w1[-3000:]
+    assert re.search(r"Put the \d+ pages this worker had not finished back in the queue", w3), w3[-3000:]
+    # An image downloaded twice is one the killed worker had in hand: at most its images in flight.
+    fetched = cdn_fetches(server)
+    assert len(fetched) - len(set(fetched)) <= 8 * 2
+
+
+@pytest.mark.slow
+def test_every_worker_killed_then_resumed(server, redis_server, tmp_path):
+    server.load(scenario(IMAGES, FILES, faults=stalled_cdn(0.15)))
+    store, crawl = tmp_path / "store", crawl_name()
+    log = tmp_path / "workers.log"
+    first = [start_worker(worker_argv(server, redis_server, store, crawl, "a1", "new"), log)]
+    wait_for(lambda: redis_server.client.exists(f"civitai:{crawl}:info"), 30, "the crawl to start", first)
+    first.append(start_worker(worker_argv(server, redis_server, store, crawl, "a2"), log))
+    try:
+        wait_for(lambda: len(recorded(store)) > 60, 60, "some images", first)
+    finally:
+        for process in first:
+            process.kill()
+            process.wait()
+    assert len(recorded(store)) < len(EXPECTED)
+    # The same command, later: the dead workers' pages come back once their heartbeats expire.
+    again = start_worker(worker_argv(server, redis_server, store, crawl, "b1"), log)
+    assert again.wait(timeout=120) == 0
+    check_complete(store)
