@@ -17,7 +17,7 @@ CIVITAI_API_URL = "https://civitai.com/api/v1/images"
 # API key; when empty, taken from the CIVITAI_API_KEY environment variable.
 # Sent only to the API host, as "Authorization: Bearer", at download time.
 CIVITAI_API_KEY = ""
-# Items per API page (the API allows 0..200).
+# Items per API page (1..200; the API allows up to 200).
 CIVITAI_PAGE_LIMIT = 200
 # Early stop: with sort="Most Reactions" and period="AllTime", a chain stops after
 # this many consecutive pages with no image meeting the reaction thresholds.
@@ -30,7 +30,7 @@ CIVITAI_STATE_SAVE_INTERVAL = 1.0
 
 # Image URLs are fetched only from these hosts and their subdomains, and from the
 # host of CIVITAI_API_URL. An empty list allows any host except private, loopback
-# and link-local addresses.
+# and link-local addresses and "localhost" (the API's host included).
 CIVITAI_IMAGE_HOSTS = ["civitai.com"]
 # API items whose meta nests deeper than this are dropped (api/items/invalid/meta_too_deep).
 CIVITAI_META_MAX_DEPTH = 64

@@ -66,6 +66,9 @@ def test_live_display_on_a_terminal(server, tmp_path):
     assert "stored 54" in final and "seen 120" in final and "failed 0" in final
     assert "dropped 66 (min_hearts 60, no_meta 6)" in final
     assert "img/s" in final
+    # log lines still come through above the display, at LOG_LEVEL (INFO): no DEBUG flood
+    assert "[scrapy.core.engine] INFO: Spider opened" in screen
+    assert " DEBUG: " not in screen
 
 
 def test_periodic_log_line_without_a_terminal(server, tmp_path):

@@ -192,6 +192,12 @@ def test_refusals_are_clear_errors_with_exit_status_1(server, redis_server, tmp_
     assert "Cannot reach Redis at redis://***@127.0.0.1:1/0" in done.stderr
     assert "pw-x1" not in done.stderr and "Traceback" not in done.stderr
 
+    argv[argv.index("CIVITAI_REDIS_URL=redis://:pw-x1@127.0.0.1:1/0")] = "CIVITAI_REDIS_URL=http://:pw-x1@host/"
+    done = run_scrapy(*argv, timeout=60)
+    assert done.returncode == 2
+    assert "error: CIVITAI_REDIS_URL must be a redis://, rediss:// or unix:// URL" in done.stderr
+    assert "pw-x1" not in done.stderr and "Traceback" not in done.stderr
+
 
 # --- workers, as processes -----------------------------------------------------------------
 

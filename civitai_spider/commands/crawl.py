@@ -4,6 +4,7 @@ A bad argument becomes Scrapy's ``UsageError``: one ``error:`` line naming the
 argument and what it accepts, exit status 2, no traceback and no request.
 Spiders opt in with a ``check_arguments(kwargs)`` classmethod.
 
+A ``CIVITAI_REDIS_URL`` that is not a Redis URL is a usage error too (exit 2).
 A crawl that closes with one of ``FAILED_REASONS`` (the API refusing the key or
 unreachable from the first page, a store that cannot be written) exits with 1.
 """
@@ -12,12 +13,16 @@ from __future__ import annotations
 
 import argparse
 from typing import Any
+from urllib.parse import urlsplit
 
 from scrapy.commands.crawl import Command as ScrapyCrawlCommand
 from scrapy.exceptions import UsageError
 
 from civitai_spider.arguments import ArgumentError
 from civitai_spider.extensions.summary import FAILED_REASONS
+from civitai_spider.shared_crawl.state import redacted, redis_url
+
+REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
 class Command(ScrapyCrawlCommand):
@@ -36,6 +41,12 @@ class Command(ScrapyCrawlCommand):
                     check(opts.spargs)
                 except ArgumentError as exc:
                     raise UsageError(str(exc), print_help=False) from None
+        url = redis_url(self.settings)
+        if url and urlsplit(url).scheme not in REDIS_SCHEMES:
+            raise UsageError(
+                f"CIVITAI_REDIS_URL must be a redis://, rediss:// or unix:// URL, got {redacted(url)!r}",
+                print_help=False,
+            )
         super().run(args, opts)
         stats = getattr(self._crawler, "stats", None)
         if stats is not None and stats.get_value("finish_reason") in FAILED_REASONS:

@@ -84,8 +84,16 @@ class Progress:
             from tqdm.contrib.logging import logging_redirect_tqdm
 
             self._bar = tqdm(total=None, file=sys.stderr, unit="img", ncols=self.width(), bar_format="{desc}")
+            root = logging.getLogger()
+            before = list(root.handlers)
             self._redirect = logging_redirect_tqdm()
             self._redirect.__enter__()
+            # tqdm's handler replaces Scrapy's console handler without its level: keep
+            # LOG_LEVEL (else every DEBUG line is written above the bar).
+            level = min((h.level for h in before if h not in root.handlers), default=logging.NOTSET)
+            for handler in root.handlers:
+                if handler not in before:
+                    handler.setLevel(level)
         self._loop = create_looping_call(self.update)
         self._loop.start(self.interval, now=False)
 
