@@ -57,7 +57,7 @@ API_KEYS = ("id", "url", "hash", "width", "height", "nsfwLevel", "nsfw", "browsi
             "createdAt", "postId", "username", "baseModel", "modelVersionIds", "stats", "meta")
 FAULT_ACTIONS = {"api": {"status", "html", "drop", "stall", "truncate", "empty", "loop"},
                  "cdn": {"status", "html", "drop", "stall", "truncate"}}
-FAULT_MATCH_KEYS = {"api": {"page", "cursor", "param"}, "cdn": {"image_id"}}
+FAULT_MATCH_KEYS = {"api": {"page", "cursor", "param", "authorization"}, "cdn": {"image_id"}}
 STATUS_BODIES = {
     400: {"error": "Invalid request"},
     429: {"error": "Too Many Requests"},
@@ -450,7 +450,8 @@ class MockResource(Resource):
         return NOT_DONE_YET
 
     def api(self, request: Request, entry: dict[str, Any]) -> tuple[Callable[[Fault | None], Reply], dict[str, Any]]:
-        context: dict[str, Any] = {"query": entry["query"], "cursor": entry["query"].get("cursor")}
+        context: dict[str, Any] = {"query": entry["query"], "cursor": entry["query"].get("cursor"),
+                                   "authorization": entry["headers"].get("authorization")}
         if entry["path"].rstrip("/") != "/api/v1/images":
             return (lambda fault: json_reply({"error": "Not found"}, 404)), context
         if request.method not in (b"GET", b"HEAD"):

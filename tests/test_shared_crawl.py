@@ -308,3 +308,21 @@ def test_every_worker_killed_then_resumed(server, redis_server, tmp_path):
     again = start_worker(worker_argv(server, redis_server, store, crawl, "b1"), log)
     assert again.wait(timeout=120) == 0
     check_complete(store)
+
+
+@pytest.mark.slow
+def test_a_worker_whose_key_is_refused_stops_and_hands_its_page_back(server, redis_server, tmp_path):
+    refused = {"server": "api", "match": {"authorization": "Bearer revoked"}, "action": "status", "status": 401,
+               "times": -1}
+    server.load(scenario(IMAGES, FILES, faults=[refused, *stalled_cdn(0.05)]))
+    store, crawl = tmp_path / "store", crawl_name()
+    logs = {name: tmp_path / f"{name}.log" for name in ("bad", "good")}
+    bad = start_worker(worker_argv(server, redis_server, store, crawl, "bad", "new"), logs["bad"],
+                       {"CIVITAI_API_KEY": "revoked"})
+    assert bad.wait(timeout=60) == 1  # its key is refused: a failed run for this worker...
+    assert "The API refused this crawl (http_401)" in logs["bad"].read_text()
+    assert shared(redis_server, crawl, "probe").pending() == (1, 0)  # ...but the first page is queued again
+    good = start_worker(worker_argv(server, redis_server, store, crawl, "good"), logs["good"],
+                        {"CIVITAI_API_KEY": SECRET})
+    assert good.wait(timeout=120) == 0
+    check_complete(store)

@@ -394,15 +394,17 @@ class CivitaiSpider(scrapy.Spider):
         chain.status = "failed"  # a later run of the job tries this chain again
         self.crawler.stats.inc_value(f"api/chains/failed/{reason}")
         self._save_state()
-        self._shared_chain_status(chain)
-        self._release(lease)
         if reason in ("http_401", "http_403"):
             logger.error(
                 "The API refused this crawl (%s): the API key is missing, wrong or lacks access. "
                 "Set CIVITAI_API_KEY (environment variable or -s CIVITAI_API_KEY=...).", reason,
             )
+            # A shared crawl: this worker's key is refused, not the chain: the page stays
+            # leased and goes back to the queue when this worker closes, for the others.
             self._close("api_key_rejected")
             return
+        self._shared_chain_status(chain)
+        self._release(lease)
         all_started = len(self._chains) == len(self.crawl_args.queries)
         if all_started and not self.crawler.stats.get_value("api/pages") and all(
             c.status in ("failed", *FINISHED) for c in self._chains.values()
