@@ -11,6 +11,8 @@ separate process into a fresh output dir, contenders interleaved over R rounds
 
     ours         scrapy crawl civitai -a min_hearts=10 (the full pipeline: walk, filter,
                  images kept or converted, metadata files, done ids)
+    ours-2w      the same crawl as 2 workers sharing it through scrapy-redis (bench/workers.py:
+                 a private redis-server, worker 1 "new", worker 2 "resume"), one machine
     files        bench/stock_spider.py + scrapy.pipelines.files.FilesPipeline
     images       bench/stock_spider.py + scrapy.pipelines.images.ImagesPipeline
     img2dataset  img2dataset (own venv, pinned) over the list of the URLs ours keeps, download only
@@ -47,6 +49,7 @@ SCRAPY_COMMON = ["-s", "CONCURRENT_REQUESTS=32", "-s", "CONCURRENT_REQUESTS_PER_
                  "-s", "REMOTE_CONTROL_ENABLED=False", "-s", "TELNETCONSOLE_ENABLED=False", "-s", "LOG_LEVEL=INFO"]
 LABELS = {
     "ours": "ours (scrapy crawl civitai)",
+    "ours-2w": "ours, 2 workers (scrapy-redis)",
     "files": "stock FilesPipeline spider",
     "images": "stock ImagesPipeline spider",
     "img2dataset": f"img2dataset {IMG2DATASET_VERSION}",
@@ -152,6 +155,10 @@ def build_contenders(api: str, urls_file: Path, expected: list[dict[str, Any]], 
         return ([scrapy, "crawl", "civitai", "-a", "min_hearts=10", "-s", f"CIVITAI_API_URL={api}",
                  "-s", f"IMAGES_STORE={out}", "-s", "LOG_LEVEL=INFO", "-s", "CIVITAI_PROGRESS=off"], benchlib.REPO, env)
 
+    def ours_workers(out: Path, run_dir: Path) -> tuple[list[str], Path, dict[str, str]]:
+        crawl, where, env_ = ours(out, run_dir)
+        return [sys.executable, str(BENCH / "workers.py"), "--workers", "2", "--", *crawl], where, env_
+
     def stock(pipeline: str, store_setting: str) -> Callable[[Path, Path], tuple[list[str], Path, dict[str, str]]]:
         def command(out: Path, run_dir: Path) -> tuple[list[str], Path, dict[str, str]]:
             # Run outside the repository: no scrapy.cfg, so no project settings load.
@@ -175,6 +182,7 @@ def build_contenders(api: str, urls_file: Path, expected: list[dict[str, Any]], 
 
     found: dict[str, Any] = {
         "ours": (ours, lambda out: count_ours(out, expected)),
+        "ours-2w": (ours_workers, lambda out: count_ours(out, expected)),
         "files": (stock("scrapy.pipelines.files.FilesPipeline", "FILES_STORE"), lambda out: (count_dir(out / "full"), "")),
         "images": (stock("scrapy.pipelines.images.ImagesPipeline", "IMAGES_STORE"),
                    lambda out: (count_dir(out / "full"), "")),
@@ -326,6 +334,10 @@ def main() -> int:
             skipped["img2dataset"] = why
             names.remove("img2dataset")
             log(f"img2dataset cannot run here: {why}")
+    if "ours-2w" in names and shutil.which("redis-server") is None:
+        skipped["ours-2w"] = "redis-server is not installed (apt-get install redis-server)"
+        names.remove("ours-2w")
+        log(f"ours-2w cannot run here: {skipped['ours-2w']}")
 
     with nginx:
         log(f"nginx {benchlib.nginx_version()}: API {nginx.api_url}  CDN {nginx.cdn_root}")

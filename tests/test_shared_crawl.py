@@ -308,6 +308,13 @@ def test_every_worker_killed_then_resumed(server, redis_server, tmp_path):
     again = start_worker(worker_argv(server, redis_server, store, crawl, "b1"), log)
     assert again.wait(timeout=120) == 0
     check_complete(store)
+    # resuming a finished crawl does nothing, and says so
+    api_requests = len(server.requests("api"))
+    late = start_worker(worker_argv(server, redis_server, store, crawl, "c1"), log)
+    assert late.wait(timeout=60) == 0
+    assert f"Crawl '{crawl}' finished at" in log.read_text()
+    assert len(server.requests("api")) == api_requests
+    check_complete(store)
 
 
 @pytest.mark.slow

@@ -214,10 +214,16 @@ class SharedCrawl:
                     f"Crawl {self.crawl!r} in Redis was started with other arguments ({info.get('arguments')}); "
                     f"this worker has {description}. Use the same arguments, or another CIVITAI_REDIS_CRAWL name",
                 )
-            logger.info(
-                "Joining crawl %r (started %s by %s): %d pages queued, %d being worked on",
-                self.crawl, info.get("started"), info.get("started_by"), *pending,
-            )
+            if info.get("state") == "finished" and not any(pending):
+                logger.info(
+                    "Crawl %r finished at %s: nothing to do (start another with -s CIVITAI_REDIS_START=new)",
+                    self.crawl, info.get("finished"),
+                )
+            else:
+                logger.info(
+                    "Joining crawl %r (started %s by %s): %d pages queued, %d being worked on",
+                    self.crawl, info.get("started"), info.get("started_by"), *pending,
+                )
             self.joined = True
             return False
         if mode == "new" and info and any(pending):
