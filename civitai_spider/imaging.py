@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -209,6 +211,27 @@ def _flatten(image: Image.Image) -> Image.Image:
     return Image.alpha_composite(background, rgba).convert("RGB")
 
 
+def _scratch_file() -> io.BufferedRandom:
+    """An anonymous read-write file: in memory (``memfd``) where the OS has that, else a temporary file."""
+    if hasattr(os, "memfd_create"):
+        return open(os.memfd_create("civitai-encode", os.MFD_CLOEXEC), "w+b")  # noqa: SIM115 (caller closes)
+    return tempfile.TemporaryFile()  # type: ignore[return-value]  # noqa: SIM115
+
+
+def save_to_bytes(image: Image.Image, fmt: str, **options: Any) -> bytes:
+    """``image.save(..., fmt, **options)``, returned as bytes.
+
+    Encoded into a real file, not a ``BytesIO``: given a file object without a file
+    descriptor, Pillow's JPEG encoder holds the GIL for the whole encode (measured:
+    the reactor thread stalls for the duration); given a file descriptor it encodes
+    with the GIL released, like its decoders.
+    """
+    with _scratch_file() as out:
+        image.save(out, fmt, **options)
+        out.seek(0)
+        return out.read()
+
+
 def _encode(
     image: Image.Image,
     target: str,
@@ -217,7 +240,6 @@ def _encode(
     exif: Image.Exif | None,
     icc: bytes | None,
 ) -> bytes:
-    out = io.BytesIO()
     if target == "png":
         pnginfo = PngImagePlugin.PngInfo()
         if parameters:
@@ -227,16 +249,14 @@ def _encode(
             options["icc_profile"] = icc
         if exif is not None and len(exif):
             options["exif"] = exif
-        image.save(out, "PNG", **options)
-    else:
-        exif = exif if exif is not None else Image.Exif()
-        if parameters:
-            exif.get_ifd(EXIF_IFD)[USER_COMMENT] = UNICODE_PREFIX + parameters.encode("utf-16-be")
-        options = {"quality": policy.jpeg_quality, "exif": exif}
-        if icc:
-            options["icc_profile"] = icc
-        image.save(out, "JPEG", **options)
-    return out.getvalue()
+        return save_to_bytes(image, "PNG", **options)
+    exif = exif if exif is not None else Image.Exif()
+    if parameters:
+        exif.get_ifd(EXIF_IFD)[USER_COMMENT] = UNICODE_PREFIX + parameters.encode("utf-16-be")
+    options = {"quality": policy.jpeg_quality, "exif": exif}
+    if icc:
+        options["icc_profile"] = icc
+    return save_to_bytes(image, "JPEG", **options)
 
 
 def _convert(image: Image.Image, policy: ImagePolicy, notes: list[str]) -> tuple[bytes, str, Image.Image]:
@@ -278,9 +298,7 @@ def _thumbnails(image: Image.Image, policy: ImagePolicy) -> dict[str, bytes]:
         thumb = image.copy()
         thumb.thumbnail(size, Image.Resampling.LANCZOS)
         thumb = _flatten(thumb) if _has_alpha(thumb) else _to_rgb(thumb)
-        out = io.BytesIO()
-        thumb.save(out, "JPEG", quality=policy.jpeg_quality)
-        thumbs[name] = out.getvalue()
+        thumbs[name] = save_to_bytes(thumb, "JPEG", quality=policy.jpeg_quality)
     return thumbs
 
 

@@ -250,3 +250,16 @@ async def test_download_cut_short_is_retried_then_recorded(server, store):
     assert (store / "1.png").read_bytes() == files["png"]
     assert failures(store)[2]["reason"] == "incomplete_download"
     assert not (store / "2.png").exists()
+
+
+@pytest.mark.parametrize("fmt, save", [
+    ("JPEG", {"quality": 95, "exif": Image.Exif()}),
+    ("PNG", {"compress_level": 6}),
+])
+def test_encoding_through_a_file_gives_the_same_bytes_as_through_memory(fmt, save):
+    # save_to_bytes encodes into a real file (so Pillow's JPEG encoder releases the GIL):
+    # what gets stored must not change.
+    from civitai_spider.imaging import save_to_bytes
+
+    picture = Image.effect_noise((300, 200), 60).convert("RGB")
+    assert save_to_bytes(picture, fmt, **save) == encoded(picture, fmt, **save)

@@ -49,6 +49,9 @@ async def test_metadata_files_are_exact(server, tmp_path):
     assert (tmp_path / "5_neg-prompt.txt").read_text("utf-8") == "no prompt here"
     assert sorted(p.name for p in tmp_path.glob("6*")) == ["6.jpg"]  # meta null: image only
     assert not list(tmp_path.glob("*.txt")) or all("_" in p.name for p in tmp_path.glob("*.txt"))
+    written = [p for p in tmp_path.iterdir() if p.name.endswith(("_pos-prompt.txt", "_neg-prompt.txt", "_meta.json"))]
+    assert result.stats["metadata/files_written"] == len(written)
+    assert result.stats["metadata/bytes_written"] == sum(p.stat().st_size for p in written)
 
 
 @pytest_twisted.ensureDeferred

@@ -310,3 +310,53 @@ def test_partial_files_of_a_dead_writer_are_removed_and_a_shared_folder_keeps_li
     # one process: every partial file is a leftover
     assert remove_partial_files(tmp_path) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["12.jpg"]
+
+
+def test_local_store_writes_a_batch_atomically_in_order(tmp_path):
+    from civitai_spider.stores import AtomicFSFilesStore
+
+    store = AtomicFSFilesStore(str(tmp_path / "store"))
+    (tmp_path / "store").mkdir(exist_ok=True)
+    (tmp_path / "store" / "7.jpg").write_bytes(b"old")
+    big = bytes(range(256)) * 8192  # 2 MB: more than one write() may take
+    store.write_files([("7.jpg", big), ("7_meta.json", b"{}"), ("thumbs/small/7.jpg", b"t")])
+
+    root = tmp_path / "store"
+    assert (root / "7.jpg").read_bytes() == big  # replaced
+    assert (root / "7_meta.json").read_bytes() == b"{}"
+    assert (root / "thumbs" / "small" / "7.jpg").read_bytes() == b"t"  # folders made as needed
+    assert not list(root.rglob("*.part"))
+
+
+def test_local_store_batch_stops_at_the_first_failure_and_leaves_nothing_partial(tmp_path):
+    from civitai_spider.stores import AtomicFSFilesStore
+
+    root = tmp_path / "store"
+    root.mkdir()
+    (root / "blocker").write_bytes(b"a file where a folder is needed")
+    store = AtomicFSFilesStore(str(root))
+    with pytest.raises(OSError):
+        store.write_files([("1.jpg", b"image"), ("blocker/1_meta.json", b"{}"), ("1_pos-prompt.txt", b"p")])
+    assert (root / "1.jpg").read_bytes() == b"image"
+    assert not (root / "1_pos-prompt.txt").exists()
+    assert not list(root.rglob("*.part"))
+
+
+def test_partial_file_names_are_unique_per_store_and_per_write(tmp_path, monkeypatch):
+    import os
+
+    from civitai_spider import stores
+
+    temps = []
+    real_replace = os.replace
+
+    def spy(src, dst):
+        temps.append(os.path.basename(src))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(stores.os, "replace", spy)
+    one, two = stores.AtomicFSFilesStore(str(tmp_path)), stores.AtomicFSFilesStore(str(tmp_path))
+    for store in (one, two, one):
+        store.write_files([("5.jpg", b"x")])
+    assert len(set(temps)) == 3
+    assert all(name.startswith(".5.jpg.") and name.endswith(".part") for name in temps)

@@ -40,7 +40,7 @@ from scrapy.utils.defer import ensure_awaitable
 from civitai_spider.exceptions import RetryLater
 from civitai_spider.imaging import ImagePolicy, ImageRejected, StoredImage, process_image
 from civitai_spider.shared_crawl.state import redis_url
-from civitai_spider.stores import STORE_SCHEMES, StoreErrors, open_record, remove_partial_files
+from civitai_spider.stores import STORE_SCHEMES, AtomicFSFilesStore, StoreErrors, open_record, remove_partial_files
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -179,16 +179,48 @@ class CivitaiImagesPipeline(ImagesPipeline):
     ) -> FileInfo:
         if response.status != 200:
             raise ImageFailed(f"http_{response.status}", f"body starts {response.body[:80]!r}")
-        try:
-            stored: StoredImage = await run_in_thread(process_image, response.body, self.policy)
-        except ImageRejected as exc:
-            raise ImageFailed(exc.reason, exc.detail) from None
-        path = f"{self.file_path(request, item=item)}.{stored.ext}"
-        await self._persist(path, stored.data, stored.content_type, stored)
-        for thumb_id, data in stored.thumbs.items():
-            await self._persist(self.thumb_path(request, thumb_id, item=item), data, "image/jpeg", stored)
+        stem = self.file_path(request, item=item)
+        thumb_paths = {thumb_id: self.thumb_path(request, thumb_id, item=item) for thumb_id, _ in self.policy.thumbs}
+        if isinstance(self.store, AtomicFSFilesStore):
+            # A local store: check/convert and write in one worker-thread hop.
+            stored, path, store_error = await run_in_thread(self._store_locally, response.body, stem, thumb_paths)
+            if store_error is not None:
+                self._store_failed(store_error)
+            self.store_errors.succeeded()
+        else:
+            stored = await run_in_thread(self._process, response.body)
+            path = f"{stem}.{stored.ext}"
+            await self._persist(path, stored.data, stored.content_type, stored)
+            for thumb_id, data in stored.thumbs.items():
+                await self._persist(thumb_paths[thumb_id], data, "image/jpeg", stored)
         self._count(stored, request, item)
         return {"url": request.url, "path": path, "checksum": stored.checksum, "status": "downloaded"}
+
+    def _process(self, data: bytes) -> StoredImage:
+        """``process_image`` with its refusal as the pipeline's failure (in a worker thread)."""
+        try:
+            return process_image(data, self.policy)
+        except ImageRejected as exc:
+            raise ImageFailed(exc.reason, exc.detail) from None
+
+    def _store_locally(
+        self, data: bytes, stem: str, thumb_paths: dict[str, str]
+    ) -> tuple[StoredImage, str, Exception | None]:
+        """Process the bytes and write the image and its thumbnails (in a worker thread).
+
+        Returns the store's error instead of raising it, so that the reactor thread
+        tells a refused image (``ImageFailed``, raised) from a failing store.
+        """
+        store = self.store
+        assert isinstance(store, AtomicFSFilesStore)
+        stored = self._process(data)
+        path = f"{stem}.{stored.ext}"
+        files = [(path, stored.data), *((thumb_paths[thumb_id], thumb) for thumb_id, thumb in stored.thumbs.items())]
+        try:
+            store.write_files(files)
+        except Exception as exc:
+            return stored, path, exc
+        return stored, path, None
 
     async def _persist(self, path: str, data: bytes, content_type: str, stored: StoredImage) -> None:
         try:
@@ -202,9 +234,12 @@ class CivitaiImagesPipeline(ImagesPipeline):
                 )
             )
         except Exception as exc:
-            self.store_errors.failed(exc)
-            raise ImageFailed("store_error", f"{exc.__class__.__name__}: {exc}") from exc
+            self._store_failed(exc)
         self.store_errors.succeeded()
+
+    def _store_failed(self, exc: Exception) -> NoReturn:
+        self.store_errors.failed(exc)
+        raise ImageFailed("store_error", f"{exc.__class__.__name__}: {exc}") from exc
 
     def _count(self, stored: StoredImage, request: Request, item: Any) -> None:
         stats = self.crawler.stats

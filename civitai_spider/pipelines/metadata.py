@@ -21,13 +21,13 @@ import json
 import logging
 import re
 from io import BytesIO
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from itemadapter import ItemAdapter
 from scrapy.utils.defer import ensure_awaitable
 
 from civitai_spider.exceptions import RetryLater
-from civitai_spider.stores import StoreErrors, open_store
+from civitai_spider.stores import AtomicFSFilesStore, StoreErrors, open_store
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -93,16 +93,28 @@ class MetadataPipeline:
             raise RetryLater(
                 f"image {adapter.get('id')}: metadata is {size} bytes, over CIVITAI_META_MAX_BYTES={self.max_bytes}"
             )
+        if isinstance(self.store, AtomicFSFilesStore):  # a local store: every file in one worker-thread hop
+            try:
+                await self.store.persist_files((name, data) for name, (data, _) in files.items())
+            except Exception as exc:
+                self._failed(adapter, "files", exc)
+            self.store_errors.succeeded()
+            stats.inc_value("metadata/files_written", len(files))
+            stats.inc_value("metadata/bytes_written", size)
+            return item
         for name, (data, content_type) in files.items():
             try:
                 await ensure_awaitable(
                     self.store.persist_file(name, BytesIO(data), None, headers={"Content-Type": content_type})
                 )
             except Exception as exc:
-                self.store_errors.failed(exc)
-                stats.inc_value("metadata/failed")
-                raise RetryLater(f"image {adapter.get('id')}: metadata file {name} not stored: {exc}") from exc
+                self._failed(adapter, f"file {name}", exc)
             self.store_errors.succeeded()
             stats.inc_value("metadata/files_written")
             stats.inc_value("metadata/bytes_written", len(data))
         return item
+
+    def _failed(self, adapter: ItemAdapter, what: str, exc: Exception) -> NoReturn:
+        self.store_errors.failed(exc)
+        self.crawler.stats.inc_value("metadata/failed")
+        raise RetryLater(f"image {adapter.get('id')}: metadata {what} not stored: {exc}") from exc
