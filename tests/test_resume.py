@@ -138,3 +138,24 @@ def test_ten_kills_at_random_moments(server, tmp_path):
     assert process.wait(timeout=120) == 0, log.read_text()[-3000:]
     assert not before & set(fetched_ids(server))
     check_complete(store)
+
+
+def test_a_request_queue_file_cut_short_by_a_kill_does_not_end_the_resumed_crawl(server, tmp_path):
+    """kill -9 while Scrapy creates a disk queue file leaves it empty; queuelib then cannot open
+    it ("unpack requires a buffer of 4 bytes") and the chain's next page was dropped: the resumed
+    crawl ended early, with exit status 0. Our scheduler queue is in memory now; a JOBDIR that
+    still has such a file (from before) resumes all the same."""
+    from scrapy.pqueues import _path_safe  # how Scrapy names a download slot's queue folder
+
+    server.load(scenario(IMAGES[:100], FILES))
+    store, jobdir, log = tmp_path / "store", tmp_path / "job", tmp_path / "crawl.log"
+    queue = jobdir / "requests.queue"
+    (queue / _path_safe("civitai-api")).mkdir(parents=True)
+    (queue / "active.json").write_text(json.dumps({"civitai-api": [0]}))  # the API slot had a queue...
+    (queue / _path_safe("civitai-api") / "0").write_bytes(b"")  # ...whose file a kill left empty
+
+    process = start_crawl(server, store, jobdir, log)
+
+    assert process.wait(timeout=60) == 0, log.read_text()[-3000:]
+    assert "Traceback" not in log.read_text()
+    assert sorted(done_ids(store)) == sorted(i for i in EXPECTED if i <= 100)

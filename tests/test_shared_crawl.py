@@ -204,7 +204,8 @@ def test_refusals_are_clear_errors_with_exit_status_1(server, redis_server, tmp_
 
 @pytest.mark.slow
 def test_three_workers_share_one_crawl(server, redis_server, tmp_path):
-    server.load(scenario(IMAGES, FILES, faults=stalled_cdn(0.1)))
+    # slow enough images that worker 1 alone needs ~10 s: workers 2 and 3 start well before it ends
+    server.load(scenario(IMAGES, FILES, faults=stalled_cdn(0.25)))
     store, crawl = tmp_path / "store", crawl_name()
     env = {"CIVITAI_API_KEY": SECRET}
     seen_in_redis: list[bytes] = []
