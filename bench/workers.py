@@ -3,9 +3,9 @@
     python bench/workers.py --workers 2 -- scrapy crawl civitai -a min_hearts=10 -s ...
 
 Starts a private ``redis-server`` on a free 127.0.0.1 port (nothing saved to
-disk), runs the given crawl command as worker 1 with ``CIVITAI_REDIS_START=new``,
-waits until the crawl exists in Redis, then starts workers 2..N with ``resume``,
-and waits for all of them. Exits with the highest worker exit status. Every
+disk), runs the given crawl command as worker 1 with ``CIVITAI_REDIS_START=new`` and,
+at the same moment, as workers 2..N with ``resume`` (they wait for worker 1 to
+create the crawl), and waits for all of them. Exits with the highest worker exit status. Every
 worker is a child of this process (and redis-server too), so the race measures
 the whole tree: wall time, CPU, peak RSS. Worker logs go to this process's
 stdout, prefixed with the worker's name.
@@ -82,12 +82,9 @@ def main() -> int:
                 thread.start()
                 relays.append(thread)
 
+            # All at once, as on many machines: "resume" waits for the "new" worker to create the
+            # crawl (CIVITAI_REDIS_JOIN_WAIT).
             start(1, "new")
-            deadline = time.monotonic() + 120
-            while not client.exists("civitai:civitai:info"):
-                if workers[0].poll() is not None or time.monotonic() > deadline:
-                    break
-                time.sleep(0.02)
             for n in range(2, args.workers + 1):
                 start(n, "resume")
             codes = [process.wait() for process in workers]

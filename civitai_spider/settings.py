@@ -165,6 +165,9 @@ CIVITAI_REDIS_CRAWL = "civitai"
 # join or resume it (refused if there is none, or it has other arguments);
 # "restart": discard an unfinished one and start anew.
 CIVITAI_REDIS_START = "resume"
+# "resume" with no crawl of that name yet waits this many seconds for a "new" worker
+# to start it (workers started together), then refuses.
+CIVITAI_REDIS_JOIN_WAIT = 60.0
 # This worker's name in Redis ("": host-pid-random).
 CIVITAI_REDIS_WORKER = ""
 # A worker not heard from for this many seconds is dead: its pages go back to the queue.

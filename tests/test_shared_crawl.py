@@ -178,9 +178,11 @@ def test_starting_and_resuming_are_explicit(redis_server):
 def test_refusals_are_clear_errors_with_exit_status_1(server, redis_server, tmp_path):
     server.load(scenario(IMAGES[:40], FILES))
     crawl = crawl_name()
-    argv = worker_argv(server, redis_server, tmp_path / "store", crawl, "w1", "resume")[3:]
+    argv = worker_argv(server, redis_server, tmp_path / "store", crawl, "w1", "resume",
+                       "-s", "CIVITAI_REDIS_JOIN_WAIT=0.5")[3:]
     done = run_scrapy(*argv, timeout=60)
     assert done.returncode == 1, done.stderr[-3000:]
+    assert "waiting for it to be started" in done.stderr  # CIVITAI_REDIS_JOIN_WAIT, then:
     assert "No crawl named" in done.stderr and "CIVITAI_REDIS_START=new" in done.stderr
     assert "Traceback" not in done.stderr
     assert server.requests("api") == []
@@ -221,8 +223,8 @@ def test_three_workers_share_one_crawl(server, redis_server, tmp_path):
     watcher = threading.Thread(target=watch_redis, daemon=True)
     watcher.start()
     logs = [tmp_path / f"w{n}.log" for n in (1, 2, 3)]
+    # all three at once: w2 and w3 ("resume") wait for w1 ("new") to create the crawl
     workers = [start_worker(worker_argv(server, redis_server, store, crawl, "w1", "new"), logs[0], env)]
-    wait_for(lambda: redis_server.client.exists(f"civitai:{crawl}:info"), 30, "the crawl to start", workers)
     workers += [start_worker(worker_argv(server, redis_server, store, crawl, f"w{n}"), logs[n - 1], env)
                 for n in (2, 3)]
     try:

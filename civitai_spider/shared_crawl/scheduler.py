@@ -16,8 +16,11 @@ first one.
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
+from scrapy.utils.asyncio import sleep
+from scrapy.utils.defer import deferred_from_coro
 from scrapy.utils.misc import load_object
 from scrapy_redis.scheduler import Scheduler
 
@@ -30,6 +33,7 @@ from civitai_spider.shared_crawl.state import (
 if TYPE_CHECKING:
     from scrapy import Request
     from scrapy.crawler import Crawler
+    from twisted.internet.defer import Deferred
 
 logger = logging.getLogger(__name__)
 
@@ -64,12 +68,13 @@ class LeasingScheduler(Scheduler):
         scheduler.pages_per_worker = max(1, settings.getint("CIVITAI_REDIS_PAGES_PER_WORKER", 2))
         return scheduler
 
-    def open(self, spider: Any) -> None:
-        args = spider.crawl_args
-        description = f"{args!r} api={spider.api_url}"
-        mode = str(self.crawler.settings.get("CIVITAI_REDIS_START", "resume")).strip().lower()
+    def open(self, spider: Any) -> Deferred[None]:
+        return deferred_from_coro(self._open(spider))
+
+    async def _open(self, spider: Any) -> None:
+        description = f"{spider.crawl_args!r} api={spider.api_url}"
         try:
-            spider.seeds_crawl = self.shared.open(mode, arguments_fingerprint(description), description)
+            spider.seeds_crawl = await self._join(description)
         except SharedCrawlError as exc:
             # Closed by WorkerLoop once the spider is open: a CloseSpider from here, before
             # the scraper is open, makes Scrapy 2.19 log a "Scraper close failure" traceback.
@@ -84,6 +89,24 @@ class LeasingScheduler(Scheduler):
         )
         if not self.df:
             self.df = load_object(self.dupefilter_cls).from_spider(spider)
+
+    async def _join(self, description: str) -> bool:
+        """``SharedCrawl.open`` as CIVITAI_REDIS_START says. Workers started together:
+        ``resume`` waits up to CIVITAI_REDIS_JOIN_WAIT s for the ``new`` one to create the crawl."""
+        settings = self.crawler.settings
+        mode = str(settings.get("CIVITAI_REDIS_START", "resume")).strip().lower()
+        deadline = time.monotonic() + max(0.0, settings.getfloat("CIVITAI_REDIS_JOIN_WAIT", 60.0))
+        fingerprint = arguments_fingerprint(description)
+        while True:
+            try:
+                return self.shared.open(mode, fingerprint, description)
+            except SharedCrawlError as exc:
+                if exc.reason != "redis_no_crawl" or time.monotonic() >= deadline:
+                    raise
+                if not self.stats.get_value("redis/waited_for_crawl"):
+                    logger.info("No crawl %r in Redis yet: waiting for it to be started", self.shared.crawl)
+                self.stats.inc_value("redis/waited_for_crawl")
+                await sleep(0.25)
 
     def close(self, reason: str) -> None:
         if not self.shared.joined:
