@@ -4,7 +4,8 @@ A bad argument becomes Scrapy's ``UsageError``: one ``error:`` line naming the
 argument and what it accepts, exit status 2, no traceback and no request.
 Spiders opt in with a ``check_arguments(kwargs)`` classmethod.
 
-A ``CIVITAI_REDIS_URL`` that is not a Redis URL is a usage error too (exit 2).
+A setting of ours with a value it cannot take (``civitai_spider.setting_checks``) and
+a ``CIVITAI_REDIS_URL`` that is not a Redis URL are usage errors too (exit 2).
 A crawl that closes with one of ``FAILED_REASONS`` (the API refusing the key or
 unreachable from the first page, a store that cannot be written) exits with 1.
 """
@@ -18,8 +19,10 @@ from urllib.parse import urlsplit
 from scrapy.commands.crawl import Command as ScrapyCrawlCommand
 from scrapy.exceptions import UsageError
 
+from civitai_spider import settings as project_defaults
 from civitai_spider.arguments import ArgumentError
 from civitai_spider.extensions.summary import FAILED_REASONS
+from civitai_spider.setting_checks import SettingError, check_settings
 from civitai_spider.shared_crawl.state import redacted, redis_url
 
 REDIS_SCHEMES = ("redis", "rediss", "unix")
@@ -41,6 +44,10 @@ class Command(ScrapyCrawlCommand):
                     check(opts.spargs)
                 except ArgumentError as exc:
                     raise UsageError(str(exc), print_help=False) from None
+        try:
+            check_settings(self.settings, project_defaults)
+        except SettingError as exc:
+            raise UsageError(str(exc), print_help=False) from None
         url = redis_url(self.settings)
         if url and urlsplit(url).scheme not in REDIS_SCHEMES:
             raise UsageError(

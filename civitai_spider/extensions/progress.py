@@ -18,12 +18,14 @@ from scrapy import signals
 from scrapy.exceptions import NotConfigured
 from scrapy.utils.asyncio import create_looping_call
 
+from civitai_spider.setting_checks import CHOICES, choice
+
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
 
 logger = logging.getLogger(__name__)
 
-MODES = ("auto", "bar", "log", "off")
+MODES = CHOICES["CIVITAI_PROGRESS"]
 
 
 def human_bytes(count: float) -> str:
@@ -56,9 +58,7 @@ def progress_fields(stats: dict[str, Any], elapsed: float) -> dict[str, str]:
 class Progress:
     def __init__(self, crawler: Crawler) -> None:
         settings = crawler.settings
-        mode = str(settings.get("CIVITAI_PROGRESS", "auto")).lower()
-        if mode not in MODES:
-            raise ValueError(f"CIVITAI_PROGRESS must be one of {', '.join(MODES)}, got {mode!r}")
+        mode = choice(settings, "CIVITAI_PROGRESS")
         if mode == "auto":
             mode = "bar" if sys.stderr.isatty() else "log"
         if mode == "off":

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from io import BytesIO
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -38,9 +38,21 @@ from scrapy.utils.asyncio import run_in_thread
 from scrapy.utils.defer import ensure_awaitable
 
 from civitai_spider.exceptions import RetryLater
-from civitai_spider.imaging import ImagePolicy, ImageRejected, StoredImage, process_image
+from civitai_spider.imaging import (
+    ImagePolicy,
+    ImageRejected,
+    StoredImage,
+    process_image,
+)
+from civitai_spider.setting_checks import CHOICES, choice
 from civitai_spider.shared_crawl.state import redis_url
-from civitai_spider.stores import STORE_SCHEMES, AtomicFSFilesStore, StoreErrors, open_record, remove_partial_files
+from civitai_spider.stores import (
+    STORE_SCHEMES,
+    AtomicFSFilesStore,
+    StoreErrors,
+    open_record,
+    remove_partial_files,
+)
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -49,7 +61,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("original", "jpeg", "png")
+FORMATS = CHOICES["CIVITAI_IMAGE_FORMAT"]
 FAILURES_FILE = "failures.jsonl"
 
 
@@ -84,9 +96,7 @@ class CivitaiImagesPipeline(ImagesPipeline):
     def __init__(self, store_uri: str, download_func: None = None, *, crawler: Crawler) -> None:
         super().__init__(store_uri, crawler=crawler)
         settings = crawler.settings
-        image_format = str(settings.get("CIVITAI_IMAGE_FORMAT", "original")).lower()
-        if image_format not in FORMATS:
-            raise ValueError(f"CIVITAI_IMAGE_FORMAT must be one of {', '.join(FORMATS)}, got {image_format!r}")
+        image_format = choice(settings, "CIVITAI_IMAGE_FORMAT")
         max_pixels = settings.getint("CIVITAI_MAX_IMAGE_PIXELS", 89_478_485)
         self.policy = ImagePolicy(
             format=image_format,
@@ -287,6 +297,6 @@ class CivitaiImagesPipeline(ImagesPipeline):
             "url": adapter.get("url"),
             "reason": reason,
             "detail": detail[:300],
-            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "time": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         self.failures.append(json.dumps(record, ensure_ascii=False))

@@ -36,13 +36,15 @@ from redis.exceptions import RedisError
 from scrapy_redis import defaults as redis_defaults
 from scrapy_redis.connection import get_redis
 
+from civitai_spider.setting_checks import CHOICES
+
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
     from scrapy.settings import BaseSettings
 
 logger = logging.getLogger(__name__)
 
-START_MODES = ("new", "resume", "restart")
+START_MODES = CHOICES["CIVITAI_REDIS_START"]
 
 
 class SharedCrawlError(Exception):
