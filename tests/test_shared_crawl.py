@@ -336,3 +336,33 @@ def test_a_worker_whose_key_is_refused_stops_and_hands_its_page_back(server, red
                         {"CIVITAI_API_KEY": SECRET})
     assert good.wait(timeout=120) == 0
     check_complete(store)
+
+
+@pytest.mark.slow
+def test_api_faults_in_a_shared_crawl_lose_no_page(server, redis_server, tmp_path):
+    """A page retried (503, dropped connection, an HTML answer) goes back to the shared queue
+    and its lease is dropped in one step: whoever takes it next completes the chain."""
+    faults = [
+        {"server": "api", "match": {"page": 2}, "action": "status", "status": 503, "times": 2},
+        {"server": "api", "match": {"page": 4}, "action": "drop", "times": 1},
+        {"server": "api", "match": {"page": 6}, "action": "html", "times": 1},
+        *stalled_cdn(0.05),
+    ]
+    server.load(scenario(IMAGES, FILES, faults=faults))
+    store, crawl = tmp_path / "store", crawl_name()
+    logs = [tmp_path / "w1.log", tmp_path / "w2.log"]
+    workers = [start_worker(worker_argv(server, redis_server, store, crawl, "w1", "new"), logs[0]),
+               start_worker(worker_argv(server, redis_server, store, crawl, "w2"), logs[1])]
+    try:
+        assert [process.wait(timeout=120) for process in workers] == [0, 0]
+    finally:
+        for process in workers:
+            if process.poll() is None:
+                process.kill()
+    check_complete(store)
+    texts = "".join(log.read_text() for log in logs)
+    retried = sum(int(n) for n in re.findall(r"'redis/pages/requeued_retry': (\d+)", texts))
+    # 2 x 503 and the HTML page went back through the shared queue; the dropped connection too,
+    # unless Twisted's connection pool resent the request itself (it does, once, on a reused one)
+    assert retried in (3, 4), retried
+    assert len({r["raw_query"] for r in server.requests("api")}) == 30
