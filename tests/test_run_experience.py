@@ -28,10 +28,10 @@ def crawl_args(server, store, *extra: str) -> list[str]:
             "-s", f"IMAGES_STORE={store}", "-s", "CIVITAI_RETRY_BACKOFF_BASE=0.01", "-s", "CIVITAI_PAGE_LIMIT=20", *extra]
 
 
-def run_in_terminal(args: list[str], timeout: float = 60) -> tuple[int, str]:
+def run_in_terminal(args: list[str], timeout: float = 60, rows: int = 50) -> tuple[int, str]:
     """Run ``scrapy <args>`` with stderr and stdout on a pseudo-terminal; return (status, screen bytes)."""
     leader, follower = pty.openpty()
-    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 250, 0, 0))  # 50 rows, 250 columns
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", rows, 250, 0, 0))  # rows x 250 columns
     process = subprocess.Popen([sys.executable, "-m", "scrapy", *args], cwd=REPO, stdin=subprocess.DEVNULL,
                                stdout=follower, stderr=follower,
                                env={k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")})
@@ -69,6 +69,16 @@ def test_live_display_on_a_terminal(server, tmp_path):
     # log lines still come through above the display, at LOG_LEVEL (INFO): no DEBUG flood
     assert "[scrapy.core.engine] INFO: Spider opened" in screen
     assert " DEBUG: " not in screen
+
+
+def test_live_display_on_a_terminal_that_reports_no_size(server, tmp_path):
+    server.load(scenario(IMAGES, FILES, faults=SLOW))
+
+    status, screen = run_in_terminal(crawl_args(server, tmp_path / "store"), rows=0)
+
+    assert status == 0, screen[-2000:]
+    updates = [line for line in screen.split("\r") if line.startswith("stored ")]
+    assert updates and "stored 54" in updates[-1]
 
 
 def test_periodic_log_line_without_a_terminal(server, tmp_path):

@@ -83,7 +83,10 @@ class Progress:
             from tqdm import tqdm
             from tqdm.contrib.logging import logging_redirect_tqdm
 
-            self._bar = tqdm(total=None, file=sys.stderr, unit="img", ncols=self.width(), bar_format="{desc}")
+            # nrows: a terminal that reports 0 rows (`script`, some CI consoles) would make
+            # tqdm hide the line.
+            self._bar = tqdm(total=None, file=sys.stderr, unit="img", ncols=self.width(),
+                             nrows=shutil.get_terminal_size((120, 24)).lines or 24, bar_format="{desc}")
             root = logging.getLogger()
             before = list(root.handlers)
             self._redirect = logging_redirect_tqdm()
