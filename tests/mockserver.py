@@ -607,7 +607,7 @@ class MockServer:
         self._process = subprocess.Popen([sys.executable, "-m", "tests.mockserver"],
                                          cwd=Path(__file__).parents[1], stdin=subprocess.DEVNULL,
                                          stdout=self._stdout, stderr=self._stderr)
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60  # generous: a loaded CI machine can be slow to start Python
         while time.monotonic() < deadline:
             self._stdout.seek(0)
             found = re.search(rb"^MOCKSERVER api=(\S+) cdn=(\S+)\n", self._stdout.read(), re.M)
