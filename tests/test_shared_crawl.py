@@ -250,6 +250,7 @@ def test_three_workers_share_one_crawl(server, redis_server, tmp_path):
     texts = [log.read_text() for log in logs]
     assert all(f"Worker w{n} on crawl '{crawl}'" in text for n, text in enumerate(texts, 1))
     assert sum(f"Crawl '{crawl}' is finished" in text for text in texts) == 1
+    assert re.search(r"other live workers: (w\d(, )?)+", texts[1] + texts[2])  # a joiner sees the others
     info = redis_server.client.hgetall(f"civitai:{crawl}:info")
     assert info[b"state"] == b"finished"
 

@@ -222,9 +222,10 @@ class SharedCrawl:
                     self.crawl, info.get("finished"),
                 )
             else:
+                others = [w for w in self.live_workers() if w != self.worker]
                 logger.info(
-                    "Joining crawl %r (started %s by %s): %d pages queued, %d being worked on",
-                    self.crawl, info.get("started"), info.get("started_by"), *pending,
+                    "Joining crawl %r (started %s by %s): %d pages queued, %d being worked on; other live workers: %s",
+                    self.crawl, info.get("started"), info.get("started_by"), *pending, ", ".join(others) or "none",
                 )
             self.joined = True
             return False
