@@ -295,15 +295,8 @@ def check_store(store: Path, server: Any) -> None:
 # --- the tests ---------------------------------------------------------------------------
 
 
-def test_scrapyd_deploy_schedule_and_crawl(scrapyd: Scrapyd, tool_envs: ToolEnvs, server: Any,
-                                           tmp_path: Path) -> None:
-    # The repository's own deploy target, untouched: the test deploys with a copy.
-    config = configparser.ConfigParser()
-    config.read(REPO / "scrapy.cfg")
-    assert config["settings"]["default"] == "civitai_spider.settings"
-    assert config["deploy"]["project"] == "civitai_spider"
-    assert not config["deploy"]["url"].endswith("/")
-
+def deploy(scrapyd: Scrapyd, tool_envs: ToolEnvs, tmp_path: Path) -> None:
+    """scrapyd-deploy a copy of the project to ``scrapyd``, as README says, and check what landed."""
     project = project_copy(tmp_path / "project")
     with open(project / "scrapy.cfg", "a") as cfg:
         cfg.write(f"\n[deploy:pytest]\nurl = {scrapyd.url}\nproject = civitai_spider\n")
@@ -313,10 +306,32 @@ def test_scrapyd_deploy_schedule_and_crawl(scrapyd: Scrapyd, tool_envs: ToolEnvs
     assert deployed.returncode == 0, explain(deployed)
     answer = json.loads(deployed.stdout.strip().splitlines()[-1])
     assert answer["status"] == "ok" and answer["project"] == "civitai_spider" and answer["spiders"] == 1, answer
-    [egg] = (scrapyd.workdir / "eggs" / "civitai_spider").glob("*.egg")
+    # the egg of this deploy (a module's tests may deploy more than one version)
+    egg = max((scrapyd.workdir / "eggs" / "civitai_spider").glob("*.egg"), key=lambda path: path.stat().st_mtime)
     check_egg(egg)
     spiders = http_json(f"{scrapyd.url}/listspiders.json?project=civitai_spider")
     assert spiders["spiders"] == ["civitai"], spiders
+
+
+def wait_finished(scrapyd: Scrapyd, jobs: list[str]) -> None:
+    deadline = time.monotonic() + JOB_TIMEOUT
+    while True:
+        listed = http_json(f"{scrapyd.url}/listjobs.json?project=civitai_spider")
+        if set(jobs) <= {j["id"] for j in listed["finished"]}:
+            return
+        assert time.monotonic() < deadline, f"jobs {jobs} not finished after {JOB_TIMEOUT} s: {listed}"
+        time.sleep(0.2)
+
+
+def test_scrapyd_deploy_schedule_and_crawl(scrapyd: Scrapyd, tool_envs: ToolEnvs, server: Any,
+                                           tmp_path: Path) -> None:
+    # The repository's own deploy target, untouched: the test deploys with a copy.
+    config = configparser.ConfigParser()
+    config.read(REPO / "scrapy.cfg")
+    assert config["settings"]["default"] == "civitai_spider.settings"
+    assert config["deploy"]["project"] == "civitai_spider"
+    assert not config["deploy"]["url"].endswith("/")
+    deploy(scrapyd, tool_envs, tmp_path)
 
     server.load(scenario(IMAGES, FILES))
     store = tmp_path / "store"
@@ -326,14 +341,7 @@ def test_scrapyd_deploy_schedule_and_crawl(scrapyd: Scrapyd, tool_envs: ToolEnvs
     ])
     assert scheduled["status"] == "ok", scheduled
     job = scheduled["jobid"]
-
-    deadline = time.monotonic() + JOB_TIMEOUT
-    while True:
-        jobs = http_json(f"{scrapyd.url}/listjobs.json?project=civitai_spider")
-        if any(j["id"] == job for j in jobs["finished"]):
-            break
-        assert time.monotonic() < deadline, f"job {job} not finished after {JOB_TIMEOUT} s: {jobs}"
-        time.sleep(0.2)
+    wait_finished(scrapyd, [job])
 
     log = scrapyd.job_log(job).read_text(encoding="utf-8", errors="replace")
     assert "Traceback" not in log, log
@@ -387,3 +395,26 @@ def test_zyte_egg_builds_offline_and_runs_alone(tool_envs: ToolEnvs, server: Any
     refused = run([python, "-c", launcher, "crawl", "civitai", "-a", "min_hearts=lots"], cwd=workdir, env=env)
     assert refused.returncode == 2, explain(refused)
     assert "min_hearts" in refused.stderr and "Traceback" not in refused.stderr, refused.stderr
+
+
+def test_scrapyd_jobs_as_workers_of_one_shared_crawl(scrapyd: Scrapyd, tool_envs: ToolEnvs, server: Any,
+                                                     redis_server: Any, tmp_path: Path) -> None:
+    """README's Scrapyd recipe for many workers: one job with CIVITAI_REDIS_START=new, one without."""
+    deploy(scrapyd, tool_envs, tmp_path)
+    server.load(scenario(IMAGES, FILES))
+    store = tmp_path / "store"
+    common = [("project", "civitai_spider"), ("spider", "civitai"), ("min_hearts", "5"),
+              ("setting", f"CIVITAI_API_URL={server.api_url}"), ("setting", f"IMAGES_STORE={store}"),
+              ("setting", f"CIVITAI_REDIS_URL={redis_server.url}"), ("setting", "CIVITAI_REDIS_CRAWL=scrapyd-test"),
+              ("setting", "CIVITAI_PAGE_LIMIT=2")]
+    jobs = [http_json(f"{scrapyd.url}/schedule.json", common + extra)["jobid"]
+            for extra in ([("setting", "CIVITAI_REDIS_START=new")], [])]
+    wait_finished(scrapyd, jobs)
+
+    logs = [scrapyd.job_log(job).read_text(encoding="utf-8", errors="replace") for job in jobs]
+    for log in logs:
+        assert "Traceback" not in log and " ERROR: " not in log, log
+        assert "'finish_reason': 'finished'" in log, log
+    assert "Started crawl 'scrapyd-test'" in logs[0]
+    assert "Joining crawl 'scrapyd-test'" in logs[1] or "Crawl 'scrapyd-test' finished at" in logs[1]
+    check_store(store, server)  # exactly the passing images, each fetched once in all
