@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import pytest_twisted
 
 from civitai_spider.done_ids import DoneIds, parse_ids
@@ -76,3 +77,20 @@ def test_done_ids_membership():
     assert 3 in done and 9 in done and 4 not in done and 10 not in done
     done.add(4)
     assert 4 in done and done.loaded_count == 3
+
+
+def test_a_shared_crawl_whose_redis_is_away_drops_the_image_with_a_reason(tmp_path):
+    from scrapy.utils.test import get_crawler
+
+    from civitai_spider.exceptions import RetryLater
+    from civitai_spider.pipelines.seen import DoneIdsPipeline
+    from civitai_spider.spiders.civitai import CivitaiSpider
+
+    crawler = get_crawler(CivitaiSpider, {"IMAGES_STORE": str(tmp_path), "CIVITAI_REDIS_URL": "redis://127.0.0.1:1/0"})
+    crawler.stats.open_spider()
+    pipeline = DoneIdsPipeline.from_crawler(crawler)
+    with pytest.raises(RetryLater, match=r"image 7: not claimed, Redis unavailable"):
+        pipeline.process_item({"id": 7})
+    assert crawler.stats.get_value("redis/errors") == 1
+    assert 7 not in pipeline.in_flight
+    pipeline.item_scraped({"id": 8})  # not in flight: nothing to mark, no error

@@ -26,11 +26,13 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from itemadapter import ItemAdapter
+from redis.exceptions import RedisError
 from scrapy import signals
 from scrapy.exceptions import CloseSpider, DropItem, NotConfigured
 from scrapy.utils.asyncio import run_in_thread
 
 from civitai_spider.done_ids import DoneIds, parse_ids
+from civitai_spider.exceptions import RetryLater
 from civitai_spider.shared_crawl.state import SharedCrawl
 from civitai_spider.stores import check_writable, open_record, open_store
 
@@ -100,7 +102,11 @@ class DoneIdsPipeline:
             self.crawler.stats.inc_value("done/in_flight_duplicate")
             raise AlreadyHandled(f"image {image_id} is already being stored", log_level="DEBUG")
         if self.shared is not None:
-            claim = self.shared.claim(image_id)
+            try:
+                claim = self.shared.claim(image_id)
+            except RedisError as exc:  # Redis away: not stored by this crawl; a later crawl gets it
+                self.crawler.stats.inc_value("redis/errors")
+                raise RetryLater(f"image {image_id}: not claimed, Redis unavailable ({exc})") from None
             if claim == "done":
                 self.crawler.stats.inc_value("done/skipped")
                 raise AlreadyHandled(f"image {image_id} was stored by another worker", log_level="DEBUG")
@@ -120,15 +126,22 @@ class DoneIdsPipeline:
         try:
             self.record.append(str(image_id))
         except OSError as exc:  # a full disk: the image is stored but not recorded, so fetched again next run
-            if self.shared is not None:
-                self.shared.mark_done(image_id)  # still, no other worker stores it again in this crawl
+            self._shared_done(image_id)  # still, no other worker stores it again in this crawl
             self.crawler.stats.inc_value("done/record_errors")
             logger.warning("Image %s stored but not recorded as done (%s): the next run fetches it again", image_id, exc)
             return
         self.done.add(image_id)
         self.crawler.stats.inc_value("done/recorded")
-        if self.shared is not None:
+        self._shared_done(image_id)
+
+    def _shared_done(self, image_id: int) -> None:
+        if self.shared is None:
+            return
+        try:
             self.shared.mark_done(image_id)
+        except RedisError as exc:  # stored and in downloaded_ids.txt; its claim keeps others off while we live
+            self.crawler.stats.inc_value("redis/errors")
+            logger.warning("Image %s stored, but not marked done in Redis (%s)", image_id, exc)
 
     def item_finished(self, item: Any, response: Any = None, exception: Any = None, failure: Any = None, **kwargs: Any) -> None:
         """An item dropped or failed after this pipeline let it through: no longer in flight."""
@@ -136,5 +149,9 @@ class DoneIdsPipeline:
             return
         image_id = ItemAdapter(item).get("id")
         if image_id in self.in_flight and self.shared is not None:
-            self.shared.unclaim(image_id)
+            try:
+                self.shared.unclaim(image_id)
+            except RedisError as exc:  # the claim lapses with this worker's heartbeat
+                self.crawler.stats.inc_value("redis/errors")
+                logger.warning("Image %s: claim not released in Redis (%s)", image_id, exc)
         self.in_flight.discard(image_id)
