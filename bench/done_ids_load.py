@@ -10,11 +10,9 @@ at start, and prints the load time, the RSS growth and the peak RSS.
 from __future__ import annotations
 
 import random
-import resource
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 CHILD = r"""
