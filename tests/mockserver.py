@@ -25,6 +25,7 @@ import base64
 import hashlib
 import json
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -604,7 +605,8 @@ class MockServer:
 
     def __enter__(self) -> MockServer:
         self._stdout, self._stderr = tempfile.TemporaryFile(), tempfile.TemporaryFile()
-        self._process = subprocess.Popen([sys.executable, "-m", "tests.mockserver"],
+        # -X faulthandler: a stand-in that hangs at start is made to print where (SIGABRT below)
+        self._process = subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "tests.mockserver"],
                                          cwd=Path(__file__).parents[1], stdin=subprocess.DEVNULL,
                                          stdout=self._stdout, stderr=self._stderr)
         deadline = time.monotonic() + 60  # generous: a loaded CI machine can be slow to start Python
@@ -617,10 +619,17 @@ class MockServer:
             if self._process.poll() is not None:
                 break
             time.sleep(0.05)
+        if self._process.poll() is None:  # still starting after a minute: where is it stuck?
+            self._process.send_signal(signal.SIGABRT)
+            try:
+                self._process.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
         self._stderr.seek(0)
         stderr = self._stderr.read().decode("utf-8", "replace")
+        status = self._process.poll()
         self.__exit__(None, None, None)
-        raise RuntimeError(f"mock server did not start:\n{stderr}")
+        raise RuntimeError(f"mock server did not start (exit status {status}):\n{stderr}")
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:

@@ -134,6 +134,12 @@ def test_leases_claims_and_reaping(redis_server):
     # "one" stops early: its pages go back at once
     assert one.requeue_mine() == 1 and one.leases == set()
 
+    # a new page request: queued and marked seen together; seen before: neither
+    assert one.enqueue("fp-c", b"page-c", 3) is True
+    assert one.enqueue("fp-c", b"page-c-again", 3) is False
+    assert redis_server.client.zrange(one.keys.requests, 0, -1, withscores=True)[-1] == (b"page-c", 3.0)
+    assert redis_server.client.smembers(one.keys.dupefilter) == {b"fp-c"}
+
     assert one.claim(7) == "mine"
     assert two.claim(7) == "taken"
     two.heartbeat()
@@ -220,8 +226,22 @@ def test_three_workers_share_one_crawl(server, redis_server, tmp_path):
             seen_in_redis.extend(redis_server.client.hvals(keys.leases))
             time.sleep(0.005)
 
+    queue_writes: list[dict] = []
+
+    def watch_commands() -> None:  # every command that writes the queue or the dupefilter
+        keys = shared(redis_server, crawl, "watcher").keys
+        with redis_server.client.monitor() as monitor:
+            for command in monitor.listen():
+                if stop.is_set():
+                    return
+                words = command["command"].split(" ")
+                if words[0] in ("ZADD", "SADD") and len(words) > 1 and words[1] in (keys.requests, keys.dupefilter):
+                    queue_writes.append(command)
+
     watcher = threading.Thread(target=watch_redis, daemon=True)
     watcher.start()
+    monitor = threading.Thread(target=watch_commands, daemon=True)
+    monitor.start()
     logs = [tmp_path / f"w{n}.log" for n in (1, 2, 3)]
     # all three at once: w2 and w3 ("resume") wait for w1 ("new") to create the crawl
     workers = [start_worker(worker_argv(server, redis_server, store, crawl, "w1", "new"), logs[0], env)]
@@ -236,8 +256,14 @@ def test_three_workers_share_one_crawl(server, redis_server, tmp_path):
             if process.poll() is None:
                 process.kill()
     watcher.join()
+    redis_server.client.ping()  # a command for the monitor to see after stop is set
+    monitor.join(timeout=10)
 
     check_complete(store)
+    # A page request is queued and marked seen in one Lua step: no worker killed between
+    # the two can leave a page seen (so never asked for again) but not queued.
+    assert len([c for c in queue_writes if c["command"].startswith("SADD")]) >= 30
+    assert {c["client_type"] for c in queue_writes} == {"lua"}, [c for c in queue_writes if c["client_type"] != "lua"][:3]
     counts = [stored_count(log) for log in logs]
     assert sum(counts) == len(EXPECTED), counts  # each image stored by exactly one worker
     assert sum(1 for c in counts if c) >= 2, counts  # the work was shared
@@ -291,6 +317,35 @@ def test_killed_and_stopped_workers_lose_nothing(server, redis_server, tmp_path)
     # An image downloaded twice is one the killed worker had in hand: at most its images in flight.
     fetched = cdn_fetches(server)
     assert len(fetched) - len(set(fetched)) <= 8 * 2
+
+
+@pytest.mark.slow
+def test_a_worker_taken_for_dead_walks_its_pages_again(server, redis_server, tmp_path):
+    """A live worker whose heartbeat lapsed (a pause, a network blip) has its pages put back
+    and takes them again: each page walked again asks for its next page again (the shared
+    dupefilter drops it), it is not taken for an API cursor loop, and nothing is stored twice."""
+    server.load(scenario(IMAGES, FILES, faults=stalled_cdn(0.1)))
+    store, crawl = tmp_path / "store", crawl_name()
+    log = tmp_path / "w1.log"
+    worker = start_worker(worker_argv(server, redis_server, store, crawl, "w1", "new"), log)
+    other = shared(redis_server, crawl, "other")
+    owners = f"civitai:{crawl}:owners"
+    handed_back = 0
+    try:
+        for _ in range(3):
+            wait_for(lambda: redis_server.client.hlen(owners) > 0, 60, "w1 to hold a page", [worker])
+            redis_server.client.delete(other.keys.worker("w1"))  # its heartbeat lapses...
+            handed_back += other.reap_dead()  # ...and another worker puts its pages back
+            wait_for(lambda: len(recorded(store)) > 0, 60, "an image", [worker])
+        assert worker.wait(timeout=120) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    assert handed_back >= 1
+    check_complete(store)
+    text = log.read_text()
+    assert "already visited" not in text and re.search(r"'api/pages/walked_again': \d+", text), text[-3000:]
+    assert stored_count(log) == len(EXPECTED)
 
 
 @pytest.mark.slow

@@ -5,8 +5,10 @@ loses the page, and with it the rest of its cursor chain. Here the pop moves the
 request into the crawl's ``leases`` hash in the same Lua script
 (``state.POP_SCRIPT``); the spider releases the lease once every image of the
 page has left the pipelines (``CivitaiSpider``), and ``workers.WorkerLoop`` puts
-the pages of dead or stopping workers back in the queue. Everything else
-(request serialisation, the dupefilter, ``SCHEDULER_PERSIST``) is scrapy-redis's.
+the pages of dead or stopping workers back in the queue. A new page request is
+marked seen and queued in one Lua step too (``state.ENQUEUE_SCRIPT``), where
+scrapy-redis makes two calls. Everything else (request serialisation, the
+fingerprints, ``SCHEDULER_PERSIST``) is scrapy-redis's.
 
 A worker takes at most ``CIVITAI_REDIS_PAGES_PER_WORKER`` pages at once, so the
 pages (and their images) spread over the workers instead of piling up on the
@@ -120,13 +122,18 @@ class LeasingScheduler(Scheduler):
 
     def enqueue_request(self, request: Request) -> bool:
         lease = request.meta.pop(LEASE, None)
-        if lease is None:  # scrapy-redis's enqueue_request, without its deprecated stats call
-            if not request.dont_filter and self.df.request_seen(request):
+        if lease is None:
+            # scrapy-redis's request_seen and queue push, in one Lua step (see state.ENQUEUE_SCRIPT);
+            # its dupefilter still gives the fingerprint and its queue the encoding and the score.
+            if request.dont_filter:
+                self.queue.push(request)
+            elif not self.shared.enqueue(
+                self.df.request_fingerprint(request), self.queue._encode_request(request), -request.priority,
+            ):
                 self.df.log(request, self.spider)
                 self.stats.inc_value("dupefilter/filtered")
                 return False
             self.stats.inc_value("scheduler/enqueued/redis")
-            self.queue.push(request)
             return True
         # A leased page asked for again (a retry, with dont_filter): queued, and its lease
         # dropped, in one step.

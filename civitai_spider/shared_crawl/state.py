@@ -15,8 +15,10 @@ Keys, all under ``civitai:<CIVITAI_REDIS_CRAWL>:``:
 ``chains``                hash: chain key -> how it ended
 ========================  ==================================================================
 
-Every step that moves a page between the queue and a lease is one Lua script,
-so a worker killed at any instant leaves each page either queued or leased.
+Every step that moves a page into the queue or between the queue and a lease
+is one Lua script, so a worker killed at any instant leaves each page either
+queued or leased (or not yet seen, to be asked for again by whoever re-walks the
+page before it).
 Scripts read worker keys they compute, so this needs a plain Redis (or a
 primary with replicas), not Redis Cluster.
 """
@@ -97,6 +99,18 @@ redis.call('HSET', KEYS[3], lease, ARGV[1])
 return {lease, got[1]}
 """
 
+# KEYS: dupefilter, requests. ARGV: request fingerprint, request data, score.
+# A new page request: queued unless seen before, and marked seen, in one step. As two
+# commands (scrapy-redis's request_seen, then its queue push), a worker killed between
+# them leaves the page seen but never queued: the re-walk of its previous page finds
+# it a duplicate, and the rest of the chain is lost.
+ENQUEUE_SCRIPT = """
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then return 0 end
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+redis.call('SADD', KEYS[1], ARGV[1])
+return 1
+"""
+
 # KEYS: requests, leases, owners. ARGV: lease id, request data, score.
 # A leased page goes back to the queue as a new request (a retry): pushed, then the lease dropped.
 REQUEUE_SCRIPT = """
@@ -155,6 +169,7 @@ class SharedCrawl:
         self.leases: set[str] = set()  # pages this worker holds now
         self.joined = False  # open() succeeded
         self.refusal = ""  # open() failed: the close reason
+        self._enqueue = server.register_script(ENQUEUE_SCRIPT)
         self._pop = server.register_script(POP_SCRIPT)
         self._requeue = server.register_script(REQUEUE_SCRIPT)
         self._reap = server.register_script(REAP_SCRIPT)
@@ -285,6 +300,10 @@ class SharedCrawl:
         return sorted(k.decode()[len(prefix):] for k in self.server.scan_iter(match=prefix + "*", count=1000))
 
     # --- pages -------------------------------------------------------------------------
+
+    def enqueue(self, fingerprint: str, data: bytes, score: float) -> bool:
+        """Queue a new page request unless one with this fingerprint was seen; True if queued."""
+        return bool(self._enqueue(keys=[self.keys.dupefilter, self.keys.requests], args=[fingerprint, data, score]))
 
     def take_page(self) -> tuple[str, bytes] | None:
         """The next queued page, leased to this worker: (lease id, request data), or None."""

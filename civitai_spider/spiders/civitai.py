@@ -67,7 +67,8 @@ class Chain:
     """The walking state of one cursor chain."""
 
     query: Query
-    visited: dict[str, None] = field(default_factory=dict)  # cursors, in walk order
+    # cursors, in walk order -> the cursor of the page that gave each (None: the first page)
+    visited: dict[str, str | None] = field(default_factory=dict)
     pages: int = 0
     barren_pages: int = 0  # consecutive pages with no image meeting the minimum thresholds
     next_cursor: str | None = None  # cursor of the page requested next (None: the first page)
@@ -94,9 +95,10 @@ class Chain:
 
     @classmethod
     def restore(cls, query: Query, saved: dict[str, Any]) -> Chain:
+        visited = list(saved.get("visited", ()))
         return cls(
             query,
-            visited=dict.fromkeys(saved.get("visited", ())),
+            visited=dict(zip(visited, [None, *visited[:-1]])),
             pages=saved.get("pages", 0),
             barren_pages=saved.get("barren_pages", 0),
             next_cursor=saved.get("cursor"),
@@ -243,7 +245,7 @@ class CivitaiSpider(scrapy.Spider):
             chain.in_flight[chain.sequence] = [response.meta["cursor"], len(items), lease]
             for item in items:
                 self._item_pages[item["id"]] = (chain, chain.sequence)
-        next_request = self._next_page(chain, page)
+        next_request = self._next_page(chain, page, response.meta["cursor"])
         self._save_state()
         if next_request is not None:
             yield next_request
@@ -251,7 +253,7 @@ class CivitaiSpider(scrapy.Spider):
         if not items:  # runs once the next page request is scheduled
             self._release(lease)
 
-    def _next_page(self, chain: Chain, page: api.Page) -> Request | None:
+    def _next_page(self, chain: Chain, page: api.Page, page_cursor: str | None) -> Request | None:
         stats = self.crawler.stats
         if self.early_stop_pages:
             thresholds = self.crawl_args.thresholds
@@ -276,6 +278,11 @@ class CivitaiSpider(scrapy.Spider):
             chain.status = "complete"
             self._shared_chain_status(chain)
             return None
+        if cursor in chain.visited and chain.visited[cursor] == page_cursor:
+            # The same page walked again (a shared crawl's page handed back to this worker):
+            # asked for again, and the shared dupefilter drops it if it was queued already.
+            stats.inc_value("api/pages/walked_again")
+            return self.page_request(chain.query.key, cursor)
         if cursor in chain.visited:
             logger.warning(
                 "Chain %s: the API sent back cursor %r, already visited in this chain: "
@@ -286,7 +293,7 @@ class CivitaiSpider(scrapy.Spider):
             chain.status = "loop"
             self._shared_chain_status(chain)
             return None
-        chain.visited[cursor] = None
+        chain.visited[cursor] = page_cursor
         chain.next_cursor = cursor
         return self.page_request(chain.query.key, cursor)
 
