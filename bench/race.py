@@ -55,7 +55,7 @@ LABELS = {
     "img2dataset": f"img2dataset {IMG2DATASET_VERSION}",
     "threads": "threads+requests+Pillow",
 }
-OURS_FILE = re.compile(r"^(\d+)\.(jpg|png)$")
+OURS_FILE = re.compile(r"^(\d+)\.(jpg|png|webp)$")
 
 
 def log(message: str) -> None:

@@ -4,13 +4,16 @@ Plain functions, no Scrapy; ``process_image`` is meant to run in a worker thread
 (Pillow releases the GIL while it decodes and encodes, so threads use every core).
 
 Policy ``original`` (default):
-- JPEG in RGB or L, and PNG in any mode, are stored byte for byte. They are
-  checked, not decoded: a JPEG must parse and end with its EOI marker (a JPEG with
-  bytes after it is decoded at 1/8 scale to tell trailing junk from a cut); a PNG
-  must pass ``verify()`` (every chunk's CRC, up to IEND) and hold enough IDAT data
-  for its declared size. libjpeg only warns on corrupt entropy data, and inflating
-  a PNG costs as much as decoding it, so neither is done.
-- Everything else (WebP, AVIF, GIF, BMP, TIFF, MPO, CMYK/YCCK JPEG, ...) is decoded
+- JPEG in RGB or L, PNG in any mode, and a still WebP shown as stored (no EXIF
+  rotation) are stored byte for byte: re-encoding them would only lose quality.
+  They are checked, not decoded: a JPEG must parse and end with its EOI marker (a
+  JPEG with bytes after it is decoded at 1/8 scale to tell trailing junk from a
+  cut); a PNG must pass ``verify()`` (every chunk's CRC, up to IEND) and hold
+  enough IDAT data for its declared size; a WebP's RIFF chunks must all be there,
+  with a picture (VP8/VP8L) among them. libjpeg only warns on corrupt entropy
+  data, and inflating a PNG or decoding a WebP costs as much as converting it, so
+  none of that is done.
+- Everything else (animated or rotated WebP, AVIF, GIF, BMP, TIFF, MPO, CMYK/YCCK JPEG, ...) is decoded
   and re-encoded: with alpha (RGBA, LA, PA, P or L/RGB with a transparency key) to
   PNG keeping the alpha; without, to RGB/L JPEG. EXIF orientation is applied.
   Animated images keep their first frame.
@@ -42,7 +45,8 @@ EXIF_IFD = 0x8769
 USER_COMMENT = 0x9286
 UNICODE_PREFIX = b"UNICODE\x00"
 ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
-CONTENT_TYPES = {"jpg": "image/jpeg", "png": "image/png", "mp4": "video/mp4", "webm": "video/webm"}
+CONTENT_TYPES = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp", "mp4": "video/mp4", "webm": "video/webm"}
+KEPT_EXTS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}  # formats stored as served, and their file names
 
 
 class ImageRejected(Exception):
@@ -155,16 +159,47 @@ def _png_plausible(image: Image.Image, data: bytes) -> bool:
     return least_raw <= ZLIB_MAX_RATIO * max(idat, 1)
 
 
+def _webp_intact(data: bytes) -> None:
+    """Walk the RIFF chunk headers (decoding nothing): every chunk whole, a picture among them."""
+    declared = int.from_bytes(data[4:8], "little") + 8
+    if declared > len(data):
+        raise ImageRejected("truncated", f"WebP cut short: {len(data)} of {declared} bytes")
+    chunks = set()
+    pos = 12
+    while pos + 8 <= declared:
+        length = int.from_bytes(data[pos + 4:pos + 8], "little")
+        chunks.add(data[pos:pos + 4])
+        pos += 8 + length + (length & 1)
+    if pos > declared + 1:  # the last chunk runs past the RIFF (its pad byte may be missing)
+        raise ImageRejected("truncated", "WebP with its last chunk cut short")
+    if not chunks & {b"VP8 ", b"VP8L", b"ANMF"}:  # (an animation's frames hold theirs)
+        raise ImageRejected("corrupt", "WebP without a picture chunk (VP8, VP8L or ANMF)")
+
+
+def _shown_as_stored(image: Image.Image) -> bool:
+    """A still picture with no EXIF rotation to apply."""
+    if getattr(image, "is_animated", False):
+        return False
+    try:
+        return image.getexif().get(0x0112, 1) == 1
+    except Exception:  # a broken EXIF block: convert, which drops it
+        return False
+
+
 def _keep_as_served(image: Image.Image, data: bytes, policy: ImagePolicy) -> bool:
     fmt = image.format
     if fmt == "JPEG" and image.mode in ("RGB", "L"):
         wanted = policy.format in ("original", "jpeg")
     elif fmt == "PNG":
         wanted = policy.format in ("original", "png")
+    elif fmt == "WEBP":
+        wanted = policy.format == "original" and _shown_as_stored(image)
     else:
         return False
     if not wanted:
         return False
+    if fmt == "WEBP":
+        return True  # _webp_intact() passed before it was opened
     try:
         if fmt == "JPEG":
             if not _jpeg_ends_cleanly(data):  # trailing junk, or cut short: decoding tells which
@@ -310,6 +345,8 @@ def process_image(data: bytes, policy: ImagePolicy) -> StoredImage:
     if video:
         return StoredImage(data=data, ext=video, source_format=video.upper(), checksum=hashlib.md5(data).hexdigest())
     notes: list[str] = []
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":  # libwebp calls a cut WebP "not an image": say why
+        _webp_intact(data)
     try:
         image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
@@ -328,7 +365,7 @@ def process_image(data: bytes, policy: ImagePolicy) -> StoredImage:
         source_format = image.format or ""
         try:
             if _keep_as_served(image, data, policy):
-                stored = StoredImage(data=data, ext="png" if source_format == "PNG" else "jpg",
+                stored = StoredImage(data=data, ext=KEPT_EXTS[source_format],
                                      width=width, height=height, source_format=source_format, notes=notes)
                 if policy.thumbs:
                     with Image.open(io.BytesIO(data)) as fresh:

@@ -100,10 +100,10 @@ LOG_FORMATTER = "civitai_spider.logformatter.CivitaiLogFormatter"
 # --- Images -------------------------------------------------------------------
 
 # Where images (and their metadata files) go: a path, file://, s3:// or gs://.
-# The image of item N is stored as N.jpg / N.png (N.mp4 / N.webm for videos).
+# The image of item N is stored as N.jpg / N.png / N.webp (N.mp4 / N.webm for videos).
 IMAGES_STORE = "civitai-images"
-# "original": keep JPEG (RGB/L) and PNG byte for byte, convert the rest (alpha -> PNG,
-# else JPEG); "jpeg" or "png": one format for everything.
+# "original": keep JPEG (RGB/L), PNG and still unrotated WebP byte for byte, convert the
+# rest (alpha -> PNG, else JPEG); "jpeg" or "png": one format for everything.
 CIVITAI_IMAGE_FORMAT = "original"
 # JPEG quality when an image has to be (re-)encoded.
 CIVITAI_JPEG_QUALITY = 95

@@ -110,7 +110,7 @@ async def test_hundreds_of_hostile_files_are_stored_cleanly_or_recorded(server, 
     failed = {r["id"]: r for r in map(json.loads, (store / "failures.jsonl").read_text().splitlines())}
     stored = {}
     for path in store.iterdir():
-        if path.suffix in (".jpg", ".png", ".mp4", ".webm"):
+        if path.suffix in (".jpg", ".png", ".webp", ".mp4", ".webm"):
             assert int(path.stem) not in stored, path
             stored[int(path.stem)] = path
     assert len(stored) + len(failed) == len(names)  # every file accounted for, once
@@ -136,7 +136,9 @@ async def test_hundreds_of_hostile_files_are_stored_cleanly_or_recorded(server, 
     for name in ("mode-LAB-TIFF", "mode-F-TIFF", "mode-CMYK-TIFF", "animated-WEBP", "exif-6-WEBP", "icc-broken-JPEG"):
         assert names.index(name) + 1 in stored, (name, reasons.get(name))
     with Image.open(stored[names.index("exif-6-WEBP") + 1]) as upright:
-        assert upright.size == (20, 40)
+        assert upright.size == (20, 40)  # a rotated WebP is converted, upright
+    assert stored[names.index("exif-1-WEBP") + 1].suffix == ".webp"  # an unrotated still one is kept
+    assert stored[names.index("animated-WEBP") + 1].suffix == ".png"  # an animated one: its first frame
 
 
 @pytest_twisted.ensureDeferred

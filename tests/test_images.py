@@ -68,6 +68,7 @@ FILES = {
     "webp_params": encoded(Image.open(io.BytesIO(png_with_parameters())), "WEBP", exif=user_comment(PARAMETERS)),
     "truncated_jpeg": image_bytes("JPEG", size=(256, 256))[:-600],
     "truncated_png": png_with_parameters()[:-40],
+    "truncated_webp": image_bytes("WEBP", size=(256, 256))[:200],
     "html": b"<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head></html>",
     "empty": b"",
     "mp4": b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + b"\x00" * 64,
@@ -101,24 +102,28 @@ async def test_original_policy_keeps_or_converts_each_kind(server, store):
 
     result = await run_crawl(server, {"IMAGES_STORE": str(store)}, type="image")
 
-    # Kept byte for byte: JPEG in RGB/L, PNG in any mode (text chunks and all).
-    for name in ("jpeg", "jpeg_grey", "png_params", "png_16bit", "rgba_png", "la_png"):
+    # Kept byte for byte: JPEG in RGB/L, PNG in any mode (text chunks and all), a still,
+    # unrotated WebP (its alpha and its EXIF UserComment with it).
+    suffixes = {"jpeg": ".jpg", "jpeg_grey": ".jpg", "png_params": ".png", "png_16bit": ".png", "rgba_png": ".png",
+                "la_png": ".png", "webp": ".webp", "rgba_webp": ".webp", "webp_params": ".webp"}
+    for name, suffix in suffixes.items():
         path = stored(store, name)
-        assert path.suffix == (".jpg" if name.startswith("jpeg") else ".png"), name
+        assert path.suffix == suffix, name
         assert path.read_bytes() == FILES[name], name
     assert generation_text(Image.open(stored(store, "png_params"))) == PARAMETERS
+    assert generation_text(Image.open(stored(store, "webp_params"))) == PARAMETERS
 
     # Alpha kept as alpha: a transparent pixel stays transparent, never black.
     for name in ("rgba_webp", "p_gif"):
         path = stored(store, name)
-        assert path.suffix == ".png", name
+        assert path.suffix == (".webp" if name == "rgba_webp" else ".png"), name
         with Image.open(path) as image:
             image = image.convert("RGBA")
             assert image.getpixel((0, 0))[3] == 0, name
             assert image.getpixel((12, 4)) == (255, 0, 0, 255), name
 
     # Converted to JPEG, opening cleanly.
-    for name in ("cmyk_jpeg", "webp", "gif", "tiff16", "rotated_webp", "webp_params"):
+    for name in ("cmyk_jpeg", "gif", "tiff16", "rotated_webp"):
         path = stored(store, name)
         assert path.suffix == ".jpg", name
         with Image.open(path) as image:
@@ -129,8 +134,6 @@ async def test_original_policy_keeps_or_converts_each_kind(server, store):
     with Image.open(stored(store, "rotated_webp")) as image:
         assert image.size == (20, 40)  # upright
         assert image.getexif().get(0x0112) in (None, 1)
-    with Image.open(stored(store, "webp_params")) as image:
-        assert generation_text(image) == PARAMETERS  # EXIF UserComment carried over
 
     # Videos by content, byte for byte.
     assert stored(store, "mp4").suffix == ".mp4"
@@ -138,7 +141,8 @@ async def test_original_policy_keeps_or_converts_each_kind(server, store):
 
     # Bad files: nothing under a final name, one failure record each, the crawl went on.
     recorded = failures(store)
-    expected_failures = {"truncated_jpeg": "truncated", "truncated_png": "truncated", "html": "unidentified", "empty": "empty"}
+    expected_failures = {"truncated_jpeg": "truncated", "truncated_png": "truncated", "html": "unidentified",
+                         "empty": "empty", "truncated_webp": "truncated"}
     for name, reason in expected_failures.items():
         assert stored(store, name) is None, name
         assert recorded[IDS[name]]["reason"] == reason, (name, recorded[IDS[name]])
