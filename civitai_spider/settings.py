@@ -172,8 +172,9 @@ CIVITAI_REDIS_JOIN_WAIT = 60.0
 CIVITAI_REDIS_WORKER = ""
 # A worker not heard from for this many seconds is dead: its pages go back to the queue.
 CIVITAI_REDIS_WORKER_TIMEOUT = 30.0
-# How often an idle worker looks for a queued page (seconds).
-CIVITAI_REDIS_POLL_INTERVAL = 0.5
+# How often a worker with room for another page looks for a queued one (seconds): a page
+# another worker queued waits at most this long.
+CIVITAI_REDIS_POLL_INTERVAL = 0.1
 # Pages a worker works on at once (each with its images).
 CIVITAI_REDIS_PAGES_PER_WORKER = 2
 

@@ -39,7 +39,7 @@ class WorkerLoop:
         self.crawler = crawler
         self.shared = shared
         self.beat_interval = max(0.1, shared.worker_timeout / 3)
-        self.poll_interval = crawler.settings.getfloat("CIVITAI_REDIS_POLL_INTERVAL", 0.5)
+        self.poll_interval = crawler.settings.getfloat("CIVITAI_REDIS_POLL_INTERVAL", 0.1)
         self._beat: LoopingCall | None = None
         self._poll: LoopingCall | None = None
         crawler.signals.connect(self.spider_opened, signal=signals.spider_opened)
