@@ -79,7 +79,10 @@ def test_done_ids_membership():
     assert 4 in done and done.loaded_count == 3
 
 
-def test_a_shared_crawl_whose_redis_is_away_drops_the_image_with_a_reason(tmp_path):
+def test_a_stopped_worker_whose_redis_is_away_leaves_the_image_with_a_reason(tmp_path):
+    """No engine running (a stopping worker): the image is left for whoever walks its page
+    again. A running worker waits for Redis instead (tests/test_shared_crawl.py, the outage test)."""
+
     from scrapy.utils.test import get_crawler
 
     from civitai_spider.exceptions import RetryLater
@@ -90,7 +93,7 @@ def test_a_shared_crawl_whose_redis_is_away_drops_the_image_with_a_reason(tmp_pa
     crawler.stats.open_spider()
     pipeline = DoneIdsPipeline.from_crawler(crawler)
     with pytest.raises(RetryLater, match=r"image 7: not claimed, Redis unavailable"):
-        pipeline.process_item({"id": 7})
+        pipeline.process_item({"id": 7}).send(None)  # raises before its first await
     assert crawler.stats.get_value("redis/errors") == 1
     assert 7 not in pipeline.in_flight
     pipeline.item_scraped({"id": 8})  # not in flight: nothing to mark, no error

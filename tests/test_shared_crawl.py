@@ -153,6 +153,23 @@ def test_leases_claims_and_reaping(redis_server):
     assert two.claim(8) == "mine"
 
 
+def test_writes_held_while_redis_is_away_are_done_in_order(redis_server):
+    """A page whose next page could not be queued stays leased until flush() queues it."""
+    crawl = crawl_name()
+    one = shared(redis_server, crawl, "one")
+    redis_server.client.zadd(one.keys.requests, {b"page-1": 0})
+    lease, _ = one.take_page()
+    one.hold_push("fp-2", b"page-2", 0, lease)  # as the scheduler does when Redis is away
+    assert one.held() == 1
+    assert one.release(lease) is False  # pinned: its next page is not queued yet
+    assert one.pending() == (0, 1) and one.held() == 2
+    one.flush()
+    assert one.held() == 0 and one.leases == set()
+    assert one.pending() == (1, 0)
+    assert redis_server.client.zrange(one.keys.requests, 0, -1) == [b"page-2"]
+    assert redis_server.client.smembers(one.keys.dupefilter) == {b"fp-2"}
+
+
 def test_starting_and_resuming_are_explicit(redis_server):
     crawl = crawl_name()
     first = shared(redis_server, crawl, "first")
@@ -346,6 +363,57 @@ def test_a_worker_taken_for_dead_walks_its_pages_again(server, redis_server, tmp
     text = log.read_text()
     assert "already visited" not in text and re.search(r"'api/pages/walked_again': \d+", text), text[-3000:]
     assert stored_count(log) == len(EXPECTED)
+
+
+def start_persistent_redis(port: int, folder: Path) -> subprocess.Popen:
+    """A redis-server of its own that keeps its data in an append-only file across restarts."""
+    import shutil
+
+    from tests.conftest import answers
+
+    argv = [shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1",
+            "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--dir", str(folder)]
+    process = subprocess.Popen(argv, stdout=(folder / "redis.log").open("ab"), stderr=subprocess.STDOUT)
+    wait_for(lambda: answers(port), 30, "redis-server to listen", [process])
+    return process
+
+
+@pytest.mark.slow
+def test_a_redis_outage_mid_crawl_loses_nothing(server, redis_server, tmp_path):
+    """Redis killed mid-crawl and started again 2 s later (from its append-only file): the
+    workers wait (held page requests, held releases, items waiting for their claims), then
+    finish the exact set, each image recorded once, with no traceback."""
+    import redis
+
+    from tests.conftest import free_port
+
+    server.load(scenario(IMAGES, FILES, faults=stalled_cdn(0.15)))
+    port, folder = free_port(), tmp_path / "redis"
+    folder.mkdir()
+    own = start_persistent_redis(port, folder)
+    own_redis = type(redis_server)(url=f"redis://127.0.0.1:{port}/0", client=redis.Redis(port=port))
+    store, crawl = tmp_path / "store", crawl_name()
+    logs = {name: tmp_path / f"{name}.log" for name in ("w1", "w2")}
+    workers = {"w1": start_worker(worker_argv(server, own_redis, store, crawl, "w1", "new"), logs["w1"])}
+    workers["w2"] = start_worker(worker_argv(server, own_redis, store, crawl, "w2"), logs["w2"])
+    try:
+        wait_for(lambda: len(recorded(store)) > 60, 60, "some images", workers.values())
+        own.kill()
+        own.wait()
+        stored_before = len(recorded(store))
+        time.sleep(2.0)  # longer than CIVITAI_REDIS_WORKER_TIMEOUT: every worker key lapses too
+        own = start_persistent_redis(port, folder)
+        assert [process.wait(timeout=120) for process in workers.values()] == [0, 0]
+    finally:
+        for process in (*workers.values(), own):
+            if process.poll() is None:
+                process.kill()
+    check_complete(store)
+    texts = {name: log.read_text() for name, log in logs.items()}
+    assert not any("Traceback" in text for text in texts.values()), texts
+    assert stored_before < len(EXPECTED)  # the outage came mid-crawl
+    assert all("Redis heartbeat failed" in text for text in texts.values())
+    assert all(re.search(r"'redis/errors': \d+", text) for text in texts.values())
 
 
 @pytest.mark.slow

@@ -17,6 +17,7 @@
   also claimed in Redis (``done`` if another worker stored it in this crawl,
   ``taken`` if a live worker is storing it: dropped either way), marked done in
   Redis once stored, and unclaimed if it fails, so no two workers store one image.
+  While Redis is away, an item waits for its claim (asking again every second).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from itemadapter import ItemAdapter
 from redis.exceptions import RedisError
 from scrapy import signals
 from scrapy.exceptions import CloseSpider, DropItem, NotConfigured
-from scrapy.utils.asyncio import run_in_thread
+from scrapy.utils.asyncio import run_in_thread, sleep
 
 from civitai_spider.done_ids import DoneIds, parse_ids
 from civitai_spider.exceptions import RetryLater
@@ -93,7 +94,7 @@ class DoneIdsPipeline:
     async def close_spider(self) -> None:
         await self.record.close()
 
-    def process_item(self, item: Any) -> Any:
+    async def process_item(self, item: Any) -> Any:
         image_id = ItemAdapter(item).get("id")
         if image_id in self.done:
             self.crawler.stats.inc_value("done/skipped")
@@ -102,11 +103,7 @@ class DoneIdsPipeline:
             self.crawler.stats.inc_value("done/in_flight_duplicate")
             raise AlreadyHandled(f"image {image_id} is already being stored", log_level="DEBUG")
         if self.shared is not None:
-            try:
-                claim = self.shared.claim(image_id)
-            except RedisError as exc:  # Redis away: not stored by this crawl; a later crawl gets it
-                self.crawler.stats.inc_value("redis/errors")
-                raise RetryLater(f"image {image_id}: not claimed, Redis unavailable ({exc})") from None
+            claim = await self._claim(image_id)
             if claim == "done":
                 self.crawler.stats.inc_value("done/skipped")
                 raise AlreadyHandled(f"image {image_id} was stored by another worker", log_level="DEBUG")
@@ -117,6 +114,20 @@ class DoneIdsPipeline:
                 self.crawler.stats.inc_value("redis/images/taken_over_from_dead_worker")
         self.in_flight.add(image_id)
         return item
+
+    async def _claim(self, image_id: int) -> str:
+        """The image's claim in Redis. While Redis is away the item waits here (the worker's
+        pages stay leased meanwhile) and asks again every second; a stopping worker leaves it
+        to whoever walks its page again."""
+        while True:
+            try:
+                return self.shared.claim(image_id)  # type: ignore[union-attr]
+            except RedisError as exc:
+                self.crawler.stats.inc_value("redis/errors")
+                if not self.crawler.crawling or not self.crawler.engine.running:  # stopping
+                    raise RetryLater(f"image {image_id}: not claimed, Redis unavailable ({exc})") from None
+                self.crawler.stats.inc_value("redis/images/claim_waits")
+                await sleep(1.0)
 
     def item_scraped(self, item: Any) -> None:
         image_id = ItemAdapter(item).get("id")

@@ -21,6 +21,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from redis.exceptions import RedisError
 from scrapy.utils.asyncio import sleep
 from scrapy.utils.defer import deferred_from_coro
 from scrapy.utils.misc import load_object
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 LEASE = "civitai_lease"  # request.meta key: the lease a page request was taken under
+FROM_LEASE = "civitai_from_lease"  # request.meta key: the lease of the page that asked for this one
 
 
 class LeasingScheduler(Scheduler):
@@ -68,6 +70,7 @@ class LeasingScheduler(Scheduler):
         scheduler.crawler = crawler
         scheduler.shared = shared
         scheduler.pages_per_worker = max(1, settings.getint("CIVITAI_REDIS_PAGES_PER_WORKER", 2))
+        scheduler._warned_at = -60.0
         return scheduler
 
     def open(self, spider: Any) -> Deferred[None]:
@@ -118,33 +121,61 @@ class LeasingScheduler(Scheduler):
     def has_pending_requests(self) -> bool:
         if not self.shared.joined:
             return False
-        return super().has_pending_requests()
+        try:
+            return super().has_pending_requests()
+        except RedisError:  # Redis away: not idle (the worker loop decides when the crawl ends)
+            return True
 
     def enqueue_request(self, request: Request) -> bool:
         lease = request.meta.pop(LEASE, None)
+        from_lease = request.meta.pop(FROM_LEASE, None)
+        data = self.queue._encode_request(request)
+        score = -request.priority
         if lease is None:
             # scrapy-redis's request_seen and queue push, in one Lua step (see state.ENQUEUE_SCRIPT);
             # its dupefilter still gives the fingerprint and its queue the encoding and the score.
-            if request.dont_filter:
-                self.queue.push(request)
-            elif not self.shared.enqueue(
-                self.df.request_fingerprint(request), self.queue._encode_request(request), -request.priority,
-            ):
-                self.df.log(request, self.spider)
-                self.stats.inc_value("dupefilter/filtered")
-                return False
+            fingerprint = "" if request.dont_filter else self.df.request_fingerprint(request)
+            try:
+                if not self.shared.enqueue(fingerprint, data, score):
+                    self.df.log(request, self.spider)
+                    self.stats.inc_value("dupefilter/filtered")
+                    return False
+            except RedisError as exc:
+                self.shared.hold_push(fingerprint, data, score, from_lease)
+                self._redis_away("queue a page", exc)
             self.stats.inc_value("scheduler/enqueued/redis")
             return True
         # A leased page asked for again (a retry, with dont_filter): queued, and its lease
         # dropped, in one step.
-        self.shared.requeue(lease, self.queue._encode_request(request), -request.priority)
+        try:
+            self.shared.requeue(lease, data, score)
+        except RedisError as exc:
+            self.shared.hold_requeue(lease, data, score)
+            self._redis_away("queue a page again", exc)
         self.stats.inc_value("redis/pages/requeued_retry")
         return True
+
+    def _redis_away(self, what: str, exc: RedisError) -> None:
+        """Count and report a Redis call that failed; one warning a minute at most."""
+        self.stats.inc_value("redis/errors")
+        now = time.monotonic()
+        if now - self._warned_at >= 60.0:
+            self._warned_at = now
+            logger.warning(
+                "Redis unavailable (%s: %s): could not %s; this worker waits and tries again "
+                "(%d writes held)", exc.__class__.__name__, exc, what, self.shared.held(),
+            )
 
     def next_request(self) -> Request | None:
         if not self.shared.joined or len(self.shared.leases) >= self.pages_per_worker:
             return None
-        taken = self.shared.take_page()
+        try:
+            if self.shared.held():
+                self.shared.flush()
+            taken = self.shared.take_page()
+        except RedisError as exc:
+            self._redis_away("take a page", exc)
+            return None
         if taken is None:
             return None
         lease, data = taken

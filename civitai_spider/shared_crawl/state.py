@@ -169,6 +169,13 @@ class SharedCrawl:
         self.leases: set[str] = set()  # pages this worker holds now
         self.joined = False  # open() succeeded
         self.refusal = ""  # open() failed: the close reason
+        # Writes that failed while Redis was away, done again by flush(). A page whose next
+        # page is not queued yet stays leased ("pinned") until it is: if this worker dies
+        # first, the page goes back to the queue and whoever walks it queues the next one.
+        self._unpushed: list[tuple[str, bytes, float, str | None]] = []  # (fingerprint, data, score, from lease)
+        self._unrequeued: list[tuple[str, bytes, float]] = []  # (lease, data, score): retries
+        self._pinned: dict[str, int] = {}  # lease -> its next pages not queued yet
+        self._unreleased: set[str] = set()  # leases to release once nothing pins them
         self._enqueue = server.register_script(ENQUEUE_SCRIPT)
         self._pop = server.register_script(POP_SCRIPT)
         self._requeue = server.register_script(REQUEUE_SCRIPT)
@@ -302,8 +309,45 @@ class SharedCrawl:
     # --- pages -------------------------------------------------------------------------
 
     def enqueue(self, fingerprint: str, data: bytes, score: float) -> bool:
-        """Queue a new page request unless one with this fingerprint was seen; True if queued."""
+        """Queue a new page request unless one with this fingerprint was seen; True if queued.
+        An empty fingerprint (a ``dont_filter`` request) is queued without the dupefilter."""
+        if not fingerprint:
+            self.server.zadd(self.keys.requests, {data: score})
+            return True
         return bool(self._enqueue(keys=[self.keys.dupefilter, self.keys.requests], args=[fingerprint, data, score]))
+
+    def hold_push(self, fingerprint: str, data: bytes, score: float, from_lease: str | None) -> None:
+        """Redis is away: queue this new page request later (``flush``), its page kept leased till then."""
+        self._unpushed.append((fingerprint, data, score, from_lease))
+        if from_lease is not None:
+            self._pinned[from_lease] = self._pinned.get(from_lease, 0) + 1
+
+    def hold_requeue(self, lease: str, data: bytes, score: float) -> None:
+        """Redis is away: put this retry of a leased page in the queue later (``flush``)."""
+        self._unrequeued.append((lease, data, score))
+
+    def held(self) -> int:
+        """Writes waiting for Redis to come back."""
+        return len(self._unpushed) + len(self._unrequeued) + len(self._unreleased)
+
+    def flush(self) -> None:
+        """Do the writes that failed while Redis was away, oldest first; raises ``RedisError``
+        (and keeps the rest) if it is still away."""
+        while self._unpushed:
+            fingerprint, data, score, from_lease = self._unpushed[0]
+            self.enqueue(fingerprint, data, score)
+            self._unpushed.pop(0)
+            if from_lease is not None:
+                self._pinned[from_lease] -= 1
+                if not self._pinned[from_lease]:
+                    del self._pinned[from_lease]
+        while self._unrequeued:
+            self.requeue(*self._unrequeued[0])
+            self._unrequeued.pop(0)
+        for lease in sorted(self._unreleased):
+            if lease not in self._pinned:
+                self._release_now(lease)
+                self._unreleased.discard(lease)
 
     def take_page(self) -> tuple[str, bytes] | None:
         """The next queued page, leased to this worker: (lease id, request data), or None."""
@@ -314,8 +358,23 @@ class SharedCrawl:
         self.leases.add(lease)
         return lease, got[1]
 
-    def release(self, lease: str) -> None:
-        """The page is through: every image stored or dropped for good, its next page queued."""
+    def release(self, lease: str) -> bool:
+        """The page is through: every image stored or dropped for good, its next page queued.
+
+        False if that has to wait: its next page is not queued yet, or Redis is away
+        (``flush`` releases it later; if this worker dies first, the page is walked again).
+        """
+        if lease in self._pinned:
+            self._unreleased.add(lease)
+            return False
+        try:
+            self._release_now(lease)
+        except RedisError:
+            self._unreleased.add(lease)
+            return False
+        return True
+
+    def _release_now(self, lease: str) -> None:
         pipe = self.server.pipeline(transaction=True)
         pipe.hdel(self.keys.leases, lease)
         pipe.hdel(self.keys.owners, lease)
@@ -332,7 +391,10 @@ class SharedCrawl:
         return int(self._reap(keys=[self.keys.requests, self.keys.leases, self.keys.owners], args=[self.keys.worker(""), ""]))
 
     def requeue_mine(self) -> int:
-        """Put back in the queue every page this worker still holds (it is stopping)."""
+        """Put back in the queue every page this worker still holds (it is stopping), after
+        the writes held while Redis was away (``flush``; what still fails is lost with the
+        leases' pages put back, which are walked again)."""
+        self.flush()
         moved = int(self._reap(keys=[self.keys.requests, self.keys.leases, self.keys.owners], args=[self.keys.worker(""), self.worker]))
         self.leases.clear()
         return moved

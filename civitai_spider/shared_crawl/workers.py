@@ -14,11 +14,17 @@
   ``info`` and every worker closes with reason ``finished``.
 - At close (Ctrl-C, ``CLOSESPIDER_*``, a failing store), the pages this worker
   still holds go back to the queue at once, and its key is deleted.
+- While Redis is away, the worker waits: page requests it could not queue and
+  leases it could not release are held (``SharedCrawl.flush`` does them on the
+  first beat that reaches Redis again; a page stays leased until its next page
+  is queued), items wait for their claim, and no worker reaps another for one
+  timeout after Redis is back (every key may have lapsed with it).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
@@ -42,6 +48,9 @@ class WorkerLoop:
         self.poll_interval = crawler.settings.getfloat("CIVITAI_REDIS_POLL_INTERVAL", 0.1)
         self._beat: LoopingCall | None = None
         self._poll: LoopingCall | None = None
+        # After Redis was away, every worker's key may have lapsed with it: no reaping
+        # until then + one timeout, so that the live ones have beaten again.
+        self._reap_after = 0.0
         crawler.signals.connect(self.spider_opened, signal=signals.spider_opened)
         crawler.signals.connect(self.spider_idle, signal=signals.spider_idle)
         crawler.signals.connect(self.spider_closed, signal=signals.spider_closed)
@@ -69,11 +78,17 @@ class WorkerLoop:
             self._poll.start(self.poll_interval, now=False).addErrback(self._loop_failed, "poll")
 
     def beat(self) -> None:
+        moved = 0
         try:
             self.shared.heartbeat()
-            moved = self.shared.reap_dead()
+            if time.monotonic() >= self._reap_after:
+                moved = self.shared.reap_dead()
+            if self.shared.held():  # writes that failed while Redis was away
+                self.shared.flush()
+                logger.info("Redis is back: the writes held while it was away are done")
         except RedisError as exc:  # Redis away for a moment: try again next beat
             self.crawler.stats.inc_value("redis/heartbeat_errors")
+            self._reap_after = time.monotonic() + self.shared.worker_timeout
             logger.warning("Redis heartbeat failed (%s: %s); retrying", exc.__class__.__name__, exc)
             return
         if moved:
@@ -97,10 +112,13 @@ class WorkerLoop:
     def spider_idle(self, spider: Any) -> None:
         if self._refused():
             return
+        if self.shared.held():  # writes waiting for Redis: not finished whatever Redis says
+            raise DontCloseSpider
         try:
             finished = self.shared.finished()
         except RedisError as exc:
-            logger.warning("Redis unavailable while idle (%s); waiting", exc)
+            self.crawler.stats.inc_value("redis/errors")
+            logger.debug("Redis unavailable while idle (%s); waiting", exc)  # the heartbeat warns
             raise DontCloseSpider from None
         if finished:
             if self.shared.mark_finished():

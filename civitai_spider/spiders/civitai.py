@@ -40,6 +40,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import scrapy
+from redis.exceptions import RedisError
 from scrapy import signals
 from scrapy.downloadermiddlewares.retry import get_retry_request
 from scrapy.http import Request, Response
@@ -51,7 +52,7 @@ from civitai_spider import api
 from civitai_spider.arguments import CrawlArguments, Query, parse_arguments
 from civitai_spider.exceptions import RetryLater
 from civitai_spider.items import API_FIELDS, CivitaiImage
-from civitai_spider.shared_crawl.scheduler import LEASE
+from civitai_spider.shared_crawl.scheduler import FROM_LEASE, LEASE
 from civitai_spider.shared_crawl.state import SharedCrawl
 from civitai_spider.stores import write_atomically
 
@@ -248,6 +249,8 @@ class CivitaiSpider(scrapy.Spider):
         next_request = self._next_page(chain, page, response.meta["cursor"])
         self._save_state()
         if next_request is not None:
+            if lease is not None:  # this page stays leased while its next page cannot be queued
+                next_request.meta[FROM_LEASE] = lease
             yield next_request
         yield from items
         if not items:  # runs once the next page request is scheduled
@@ -350,12 +353,17 @@ class CivitaiSpider(scrapy.Spider):
     def _release(self, lease: str | None) -> None:
         """A shared crawl's page is through: its lease goes (nothing to do in one process)."""
         if lease is not None and self.shared is not None:
-            self.shared.release(lease)
-            self.crawler.stats.inc_value("redis/pages/released")
+            if self.shared.release(lease):
+                self.crawler.stats.inc_value("redis/pages/released")
+            else:  # its next page not queued yet, or Redis away: the worker loop releases it later
+                self.crawler.stats.inc_value("redis/pages/release_delayed")
 
     def _shared_chain_status(self, chain: Chain) -> None:
         if self.shared is not None:
-            self.shared.set_chain(chain.query.key, chain.status)
+            try:
+                self.shared.set_chain(chain.query.key, chain.status)
+            except RedisError as exc:  # a record for people reading Redis; the walk does not need it
+                logger.warning("Chain %s: status %r not recorded in Redis (%s)", chain.query.key, chain.status, exc)
 
     def _save_state(self, force: bool = False) -> None:
         """Chain positions into ``spider.state``; with JOBDIR, also onto disk now and then."""
