@@ -31,6 +31,7 @@ import os
 import secrets
 import socket
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -172,8 +173,8 @@ class SharedCrawl:
         # Writes that failed while Redis was away, done again by flush(). A page whose next
         # page is not queued yet stays leased ("pinned") until it is: if this worker dies
         # first, the page goes back to the queue and whoever walks it queues the next one.
-        self._unpushed: list[tuple[str, bytes, float, str | None]] = []  # (fingerprint, data, score, from lease)
-        self._unrequeued: list[tuple[str, bytes, float]] = []  # (lease, data, score): retries
+        self._unpushed: deque[tuple[str, bytes, float, str | None]] = deque()  # (fingerprint, data, score, from lease)
+        self._unrequeued: deque[tuple[str, bytes, float]] = deque()  # (lease, data, score): retries
         self._pinned: dict[str, int] = {}  # lease -> its next pages not queued yet
         self._unreleased: set[str] = set()  # leases to release once nothing pins them
         self._enqueue = server.register_script(ENQUEUE_SCRIPT)
@@ -336,15 +337,15 @@ class SharedCrawl:
         while self._unpushed:
             fingerprint, data, score, from_lease = self._unpushed[0]
             self.enqueue(fingerprint, data, score)
-            self._unpushed.pop(0)
+            self._unpushed.popleft()
             if from_lease is not None:
                 self._pinned[from_lease] -= 1
                 if not self._pinned[from_lease]:
                     del self._pinned[from_lease]
         while self._unrequeued:
             self.requeue(*self._unrequeued[0])
-            self._unrequeued.pop(0)
-        for lease in sorted(self._unreleased):
+            self._unrequeued.popleft()
+        for lease in list(self._unreleased):
             if lease not in self._pinned:
                 self._release_now(lease)
                 self._unreleased.discard(lease)
