@@ -79,6 +79,7 @@ class StoredImage:
     checksum: str = ""
     notes: list[str] = field(default_factory=list)  # e.g. "decompression_bomb_warning"
     thumbs: dict[str, bytes] = field(default_factory=dict)
+    size: int = 0  # bytes of ``data`` (kept when ``data`` is dropped after writing it)
 
     @property
     def content_type(self) -> str:
@@ -343,7 +344,8 @@ def process_image(data: bytes, policy: ImagePolicy) -> StoredImage:
         raise ImageRejected("empty", "no bytes")
     video = sniff_video(data)
     if video:
-        return StoredImage(data=data, ext=video, source_format=video.upper(), checksum=hashlib.md5(data).hexdigest())
+        return StoredImage(data=data, ext=video, source_format=video.upper(), checksum=hashlib.md5(data).hexdigest(),
+                           size=len(data))
     notes: list[str] = []
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":  # libwebp calls a cut WebP "not an image": say why
         _webp_intact(data)
@@ -384,4 +386,5 @@ def process_image(data: bytes, policy: ImagePolicy) -> StoredImage:
         except Exception as exc:  # any decoder failure on damaged or hostile bytes
             raise ImageRejected(_damage(exc), f"{exc.__class__.__name__}: {exc}") from None
     stored.checksum = hashlib.md5(stored.data).hexdigest()
+    stored.size = len(stored.data)
     return stored

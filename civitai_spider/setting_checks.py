@@ -32,6 +32,8 @@ RANGES: dict[str, tuple[float, float | None, str]] = {
     "CIVITAI_RECORD_FLUSH_LINES": (1, None, "at least 1"),
     "CIVITAI_RECORD_FLUSH_SECONDS": (0, None, "0 (no time limit) or more"),
     "CIVITAI_REDIS_WORKER_TIMEOUT": (1, None, "at least 1 (seconds)"),
+    "CIVITAI_STORE_PROCESSES": (-1, None, "-1 (one per CPU, at most 4), 0 (threads) or more"),
+    "CIVITAI_STORE_PROCESS_TIMEOUT": (0, None, "0 (no limit) or more (seconds)"),
 }
 
 

@@ -115,6 +115,13 @@ CIVITAI_IMAGE_MAX_BYTES = 256 * 1024 * 1024
 # After this many store writes failing in a row (disk full, permission denied), the
 # crawl stops (close reason "store_failing", exit status 1). 0: never.
 CIVITAI_STORE_ERRORS_MAX = 5
+# With a local store, images are checked or converted and files written by this many
+# child processes (the crawl's process only downloads): -1 = the number of CPUs, at
+# most 4; 0 = none, in threads of the crawl's process (as for s3:// and gs://).
+CIVITAI_STORE_PROCESSES = -1
+# A store process holding one job longer than this (seconds) is killed and replaced;
+# that image is tried once more, then recorded as failed (store_process_died). 0: never.
+CIVITAI_STORE_PROCESS_TIMEOUT = 300.0
 # Scrapy's own image settings keep working: IMAGES_MIN_WIDTH, IMAGES_MIN_HEIGHT,
 # IMAGES_THUMBS ({"small": (256, 256)} -> thumbs/small/N.jpg).
 
@@ -139,6 +146,7 @@ CIVITAI_META_MAX_BYTES = 16 * 1024 * 1024
 # --- The run experience -------------------------------------------------------
 
 EXTENSIONS = {
+    "civitai_spider.store_pool.StorePool": 5,
     "civitai_spider.extensions.fieldstats.CivitaiFieldStats": 10,
     "civitai_spider.extensions.progress.Progress": 500,
     "civitai_spider.extensions.summary.RunSummary": 600,

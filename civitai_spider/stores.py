@@ -2,12 +2,13 @@
 
 ``AtomicFSFilesStore`` is Scrapy's ``FSFilesStore`` that writes each file to a
 hidden ``.<name>.<random>.part`` beside its final name and renames it into place
-(``os.replace``), in a worker thread: a crash never leaves a partial file under a
-final name, and disk writes never block the reactor. ``persist_files`` writes several
-files (an image's metadata) in one worker-thread hop, and the images pipeline writes
-from the thread that checked the image (``write_files``), so the reactor thread is
-handed as few thread hops as possible. Object stores (``s3://``,
-``gs://``) are atomic per object already and are used as Scrapy provides them.
+(``os.replace``, ``civitai_spider.atomic_files``): a crash never leaves a partial
+file under a final name. With store processes (``civitai_spider.store_pool``, the
+default) the pipelines hand their writes to those; without, ``persist_file`` and
+``persist_files`` write in a worker thread, several files in one hop, and the
+images pipeline writes from the thread that checked the image (``write_files``).
+Object stores (``s3://``, ``gs://``) are atomic per object already and are used as
+Scrapy provides them.
 
 A ``Record`` is a line-oriented append-only record at the top of a store
 (``downloaded_ids.txt``, ``failures.jsonl``): read whole at start
@@ -29,7 +30,6 @@ during the run, closed at the end. ``open_record`` picks the kind for the store:
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import secrets
@@ -51,48 +51,13 @@ from scrapy.utils.asyncio import CallLaterResult, call_later, run_in_thread
 from scrapy.utils.defer import deferred_from_coro, ensure_awaitable, maybe_deferred_to_future
 from twisted.internet.defer import Deferred, DeferredList
 
+from civitai_spider.atomic_files import PART_SUFFIX, AtomicWriter
+
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
     from scrapy.statscollectors import StatsCollector
 
 logger = logging.getLogger(__name__)
-
-PART_SUFFIX = ".part"
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that ``path`` is either absent, old, or complete."""
-    _write_atomically(str(path), f".{path.name}.{secrets.token_hex(4)}{PART_SUFFIX}", data)
-
-
-def _write_atomically(path: str, temp_name: str, data: bytes) -> None:
-    """``write_atomically`` with the temporary file's name given; the folder is created if missing.
-
-    Plain ``os`` calls (no ``pathlib``, no buffered file object): this runs for every
-    stored file, in worker threads that share the GIL with the reactor thread.
-    """
-    folder = os.path.dirname(path)
-    temp = os.path.join(folder, temp_name)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
-    try:
-        fd = os.open(temp, flags, 0o666)
-    except FileNotFoundError:  # the folder does not exist yet (first file in it, or removed since)
-        os.makedirs(folder or ".", exist_ok=True)
-        fd = os.open(temp, flags, 0o666)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-        finally:
-            os.close(fd)
-        os.replace(temp, path)
-    except BaseException:
-        try:
-            os.unlink(temp)
-        except OSError:
-            pass
-        raise
 
 
 def remove_partial_files(folder: Path, older_than: float = 0.0) -> int:
@@ -123,8 +88,7 @@ class AtomicFSFilesStore(FSFilesStore):
             self.basedir = str(basedir).split("://", 1)[-1]
             self.created_directories = defaultdict(set)
             logger.debug("Store %s not usable yet: %s", basedir, exc)
-        self._part_prefix = secrets.token_hex(4)
-        self._part_seq = itertools.count()
+        self.writer = AtomicWriter(self.basedir)
 
     def persist_file(  # type: ignore[override]
         self,
@@ -145,12 +109,7 @@ class AtomicFSFilesStore(FSFilesStore):
 
         The first failure stops: the files before it are written, the others not.
         """
-        for path, data in files:
-            final = os.path.join(self.basedir, *path.split("/"))
-            name = os.path.basename(final)
-            # Unique among this process's writers (the counter) and other processes
-            # sharing the folder (the store's random prefix), without a urandom call each.
-            _write_atomically(final, f".{name}.{self._part_prefix}{next(self._part_seq):x}{PART_SUFFIX}", data)
+        self.writer.write_files(files)
 
 
 WRITE_PROBE = ".civitai-spider-write-test"

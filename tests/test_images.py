@@ -96,11 +96,14 @@ def store(tmp_path):
     return tmp_path / "images"
 
 
+# Checked and written by store processes (the default with a local store), or in threads.
+@pytest.mark.parametrize("processes", [2, 0])
 @pytest_twisted.ensureDeferred
-async def test_original_policy_keeps_or_converts_each_kind(server, store):
+async def test_original_policy_keeps_or_converts_each_kind(server, store, processes):
     load_all(server)
 
-    result = await run_crawl(server, {"IMAGES_STORE": str(store)}, type="image")
+    result = await run_crawl(server, {"IMAGES_STORE": str(store), "CIVITAI_STORE_PROCESSES": processes}, type="image")
+    assert result.stats.get("store_processes/started") == (processes or None)
 
     # Kept byte for byte: JPEG in RGB/L, PNG in any mode (text chunks and all), a still,
     # unrotated WebP (its alpha and its EXIF UserComment with it).

@@ -6,6 +6,7 @@ Each run is a real ``scrapy crawl`` process against the stand-in, as a user runs
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import subprocess
@@ -26,11 +27,12 @@ SLOW_CDN = [{"server": "cdn", "match": {}, "action": "stall", "seconds": 0.15, "
 
 
 def start_crawl(server, store: Path, jobdir: Path, log: Path) -> subprocess.Popen:
+    # A process group of its own (with its store processes), as a terminal's job is.
     return subprocess.Popen(
         [sys.executable, "-m", "scrapy", "crawl", "civitai", "-a", "min_hearts=5",
          "-s", f"CIVITAI_API_URL={server.api_url}", "-s", f"IMAGES_STORE={store}", "-s", f"JOBDIR={jobdir}",
          "-s", "CIVITAI_PAGE_LIMIT=20", "-s", "LOG_LEVEL=INFO", "-s", "CIVITAI_RETRY_BACKOFF_BASE=0.05"],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=log.open("ab"),
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=log.open("ab"), start_new_session=True,
     )
 
 
@@ -102,8 +104,9 @@ def test_ctrl_c_then_resume(server, tmp_path):
     server.load(scenario(IMAGES, FILES, faults=SLOW_CDN))
     process = start_crawl(server, store, jobdir, log)
     wait_for_done(process, store, 60)
-    process.send_signal(signal.SIGINT)
+    os.killpg(process.pid, signal.SIGINT)  # Ctrl-C in a terminal: the whole group gets it
     assert process.wait(timeout=60) == 0
+    assert "store process" not in log.read_text()  # they finished their jobs, then ended
     assert "spider.state" in {p.name for p in jobdir.iterdir()}
     paused = set(done_ids(store))
 

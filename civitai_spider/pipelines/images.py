@@ -46,6 +46,7 @@ from civitai_spider.imaging import (
 )
 from civitai_spider.setting_checks import CHOICES, choice
 from civitai_spider.shared_crawl.state import redis_url
+from civitai_spider.store_pool import StoreProcessFailed, StorePool
 from civitai_spider.stores import (
     STORE_SCHEMES,
     AtomicFSFilesStore,
@@ -117,6 +118,7 @@ class CivitaiImagesPipeline(ImagesPipeline):
         self._gate = asyncio.Semaphore(in_flight)
         self.local_root = Path(self.store.basedir) if isinstance(self.store, FSFilesStore) else None
         self.failures = open_record(self.store, FAILURES_FILE, settings, crawler.stats)
+        self.pool = crawler.get_extension(StorePool)  # None: checked and written in threads
 
     def open_spider(self, spider: Any = None) -> None:
         super().open_spider()
@@ -193,7 +195,10 @@ class CivitaiImagesPipeline(ImagesPipeline):
         thumb_paths = {thumb_id: self.thumb_path(request, thumb_id, item=item) for thumb_id, _ in self.policy.thumbs}
         if isinstance(self.store, AtomicFSFilesStore):
             # A local store: check/convert and write in one worker-thread hop.
-            stored, path, store_error = await run_in_thread(self._store_locally, response.body, stem, thumb_paths)
+            if self.pool is not None and self.pool.usable:
+                stored, path, store_error = await self._store_in_pool(response.body, stem, thumb_paths)
+            else:
+                stored, path, store_error = await run_in_thread(self._store_locally, response.body, stem, thumb_paths)
             if store_error is not None:
                 self._store_failed(store_error)
             self.store_errors.succeeded()
@@ -205,6 +210,18 @@ class CivitaiImagesPipeline(ImagesPipeline):
                 await self._persist(thumb_paths[thumb_id], data, "image/jpeg", stored)
         self._count(stored, request, item)
         return {"url": request.url, "path": path, "checksum": stored.checksum, "status": "downloaded"}
+
+    async def _store_in_pool(
+        self, data: bytes, stem: str, thumb_paths: dict[str, str]
+    ) -> tuple[StoredImage, str, Exception | None]:
+        """``_store_locally`` done by a store process (``civitai_spider.store_pool``)."""
+        assert self.pool is not None
+        try:
+            return await self.pool.store_image(data, stem, thumb_paths, self.policy)
+        except ImageRejected as exc:
+            raise ImageFailed(exc.reason, exc.detail) from None
+        except StoreProcessFailed as exc:
+            raise ImageFailed("store_process_died", str(exc)) from None
 
     def _process(self, data: bytes) -> StoredImage:
         """``process_image`` with its refusal as the pipeline's failure (in a worker thread)."""
@@ -254,7 +271,7 @@ class CivitaiImagesPipeline(ImagesPipeline):
     def _count(self, stored: StoredImage, request: Request, item: Any) -> None:
         stats = self.crawler.stats
         stats.inc_value("images/stored")
-        stats.inc_value("images/bytes_written", len(stored.data))
+        stats.inc_value("images/bytes_written", stored.size)
         if stored.kept:
             stats.inc_value("images/stored/kept_as_served")
         else:

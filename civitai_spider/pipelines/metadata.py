@@ -27,6 +27,7 @@ from itemadapter import ItemAdapter
 from scrapy.utils.defer import ensure_awaitable
 
 from civitai_spider.exceptions import RetryLater
+from civitai_spider.store_pool import StorePool
 from civitai_spider.stores import AtomicFSFilesStore, StoreErrors, open_store
 
 if TYPE_CHECKING:
@@ -74,6 +75,7 @@ class MetadataPipeline:
         self.result_field = settings.get("IMAGES_RESULT_FIELD", "images")
         self.store_errors = StoreErrors(crawler)
         self.max_bytes = settings.getint("CIVITAI_META_MAX_BYTES", 16 * 1024 * 1024)
+        self.pool = crawler.get_extension(StorePool)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> MetadataPipeline:
@@ -95,7 +97,10 @@ class MetadataPipeline:
             )
         if isinstance(self.store, AtomicFSFilesStore):  # a local store: every file in one worker-thread hop
             try:
-                await self.store.persist_files((name, data) for name, (data, _) in files.items())
+                if self.pool is not None and self.pool.usable:  # written by a store process
+                    await self.pool.write_files((name, data) for name, (data, _) in files.items())
+                else:
+                    await self.store.persist_files((name, data) for name, (data, _) in files.items())
             except Exception as exc:
                 self._failed(adapter, "files", exc)
             self.store_errors.succeeded()

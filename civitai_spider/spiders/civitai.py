@@ -54,7 +54,7 @@ from civitai_spider.exceptions import RetryLater
 from civitai_spider.items import API_FIELDS, CivitaiImage
 from civitai_spider.shared_crawl.scheduler import FROM_LEASE, LEASE
 from civitai_spider.shared_crawl.state import SharedCrawl
-from civitai_spider.stores import write_atomically
+from civitai_spider.atomic_files import write_atomically
 
 logger = logging.getLogger(__name__)
 

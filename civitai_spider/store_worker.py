@@ -1,0 +1,136 @@
+"""A store process: checks or converts downloaded images and writes files to a local store.
+
+Started by ``civitai_spider.store_pool.StorePool`` as
+``python -c "...; main()"``, it imports Pillow and our imaging code, nothing of
+Scrapy. It reads jobs from its stdin and answers each one, in order, on its
+stdout (fd 1 is pointed at stderr once the process starts, so that nothing but
+answers ever goes there).
+
+Every message, both ways, is a frame: ``!II`` (header length, data length), a
+pickled header (a tuple), then the data bytes (an image, or nothing). Jobs:
+
+- ``("init", basedir, shared)``: ``shared`` is None or (fd, size) of the memory shared
+  with the crawl's process (``store_pool._Ring``). Answered ``("ready", pid)``.
+- ``("image", stem, thumb_paths, policy)`` + the downloaded bytes, or
+  ``("image", stem, thumb_paths, policy, (offset, length))``, the bytes being at that
+  place in the shared memory (no longer needed once answered): ``process_image`` then
+  the image (``<stem>.<ext>``) and its thumbnails written atomically. Answered
+  ``("stored", StoredImage without its bytes)``, ``("rejected", reason, detail)``,
+  or ``("store_error", stored, error)``.
+- ``("files", [(path, bytes), ...])``: written atomically, in order. Answered
+  ``("written",)`` or ``("store_error", None, error)``.
+
+An error is ``(class name, errno or None, message, filename or None)``; any
+other exception in a job is answered ``("error", traceback text)``. End of input
+ends the process (exit 0): the crawl closing, or the crawl's process gone.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import pickle
+import signal
+import struct
+import sys
+import traceback
+from typing import Any, BinaryIO
+
+from PIL import Image
+
+from civitai_spider.atomic_files import AtomicWriter
+from civitai_spider.imaging import ImageRejected, process_image
+
+FRAME = struct.Struct("!II")
+
+
+def write_frame(out: BinaryIO, header: tuple[Any, ...], data: bytes = b"") -> None:
+    meta = pickle.dumps(header, protocol=pickle.HIGHEST_PROTOCOL)
+    out.write(FRAME.pack(len(meta), len(data)) + meta)
+    if data:
+        out.write(data)
+    out.flush()
+
+
+def read_frame(source: BinaryIO) -> tuple[tuple[Any, ...], bytes] | None:
+    """The next frame, or None at end of input (a frame cut short also ends the input)."""
+    head = source.read(FRAME.size)
+    if len(head) < FRAME.size:
+        return None
+    meta_len, data_len = FRAME.unpack(head)
+    meta = source.read(meta_len)
+    data = source.read(data_len) if data_len else b""
+    if len(meta) < meta_len or len(data) < data_len:
+        return None
+    return pickle.loads(meta), data
+
+
+def describe_error(exc: BaseException) -> tuple[str, int | None, str, str | None]:
+    if isinstance(exc, OSError):
+        return (type(exc).__name__, exc.errno, exc.strerror or str(exc), exc.filename)
+    return (type(exc).__name__, None, str(exc), None)
+
+
+def run_job(header: tuple[Any, ...], data: bytes, writer: AtomicWriter, shared: mmap.mmap | None) -> tuple[Any, ...]:
+    kind = header[0]
+    if kind == "image":
+        _, stem, thumb_paths, policy, *where = header
+        if where:
+            if shared is None:
+                raise ValueError("bytes in shared memory, but none was given")
+            offset, length = where[0]
+            data = shared[offset:offset + length]
+        try:
+            stored = process_image(data, policy)
+        except ImageRejected as exc:
+            return ("rejected", exc.reason, exc.detail)
+        files = [(f"{stem}.{stored.ext}", stored.data)]
+        files += [(thumb_paths[thumb_id], thumb) for thumb_id, thumb in stored.thumbs.items()]
+        stored.data = b""  # written here: not sent back
+        stored.thumbs = {}
+        try:
+            writer.write_files(files)
+        except Exception as exc:
+            return ("store_error", stored, describe_error(exc))
+        return ("stored", stored)
+    if kind == "files":
+        try:
+            writer.write_files(header[1])
+        except Exception as exc:
+            return ("store_error", None, describe_error(exc))
+        return ("written",)
+    raise ValueError(f"unknown job {kind!r}")
+
+
+def serve(source: BinaryIO, out: BinaryIO) -> int:
+    first = read_frame(source)
+    if first is None:
+        return 0
+    (kind, basedir, ring), _ = first
+    if kind != "init":
+        raise ValueError(f"expected the init job first, got {kind!r}")
+    shared = mmap.mmap(ring[0], ring[1], prot=mmap.PROT_READ) if ring is not None else None
+    # The images pipeline checks bombs itself, with the configured limit (see imaging).
+    Image.MAX_IMAGE_PIXELS = None
+    writer = AtomicWriter(basedir)
+    write_frame(out, ("ready", os.getpid()))
+    while (frame := read_frame(source)) is not None:
+        header, data = frame
+        try:
+            answer = run_job(header, data, writer, shared)
+        except Exception:
+            answer = ("error", traceback.format_exc(limit=8))
+        write_frame(out, answer)
+    return 0
+
+
+def main() -> int:
+    # Ctrl-C in a terminal reaches the whole process group: the crawl decides when this
+    # process ends (by closing its input), so that jobs in hand are finished, not lost.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    answers = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # a stray print() or a library's output goes to stderr, not into the answers
+    try:
+        return serve(sys.stdin.buffer, answers)
+    except BrokenPipeError:  # the crawl's process is gone
+        return 0
