@@ -35,7 +35,6 @@ import pickle
 import sys
 import time
 from collections import deque
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +42,7 @@ from scrapy import signals
 from scrapy.exceptions import NotConfigured
 
 from civitai_spider.imaging import ImagePolicy, ImageRejected, StoredImage
+from civitai_spider.metadata_files import MetadataTooLarge
 from civitai_spider.store_worker import FRAME
 from civitai_spider.stores import AtomicFSFilesStore, open_store
 
@@ -204,13 +204,20 @@ class StorePool:
             return answer[1], f"{stem}.{answer[1].ext}", rebuild_error(answer[2])
         raise StoreProcessFailed(f"store process error: {answer[1]}")
 
-    async def write_files(self, files: Iterable[tuple[str, bytes]]) -> None:
-        """Write (store-relative path, bytes) atomically, in order; raises the store's error."""
-        answer = await self._run(("files", list(files)))
+    async def write_metadata(self, stem: str, meta: Any, captions: bool, max_bytes: int) -> tuple[int, int]:
+        """Build an image's metadata files (``metadata_files``) and write them atomically.
+
+        Returns (files, bytes) written; raises ``MetadataTooLarge`` over ``max_bytes``
+        (nothing written), the store's error, or ``StoreProcessFailed``.
+        """
+        answer = await self._run(("metadata", stem, meta, captions, max_bytes))
+        if answer[0] == "written":
+            return answer[1], answer[2]
+        if answer[0] == "too_large":
+            raise MetadataTooLarge(answer[1])
         if answer[0] == "store_error":
             raise rebuild_error(answer[2])
-        if answer[0] != "written":
-            raise StoreProcessFailed(f"store process error: {answer[1]}")
+        raise StoreProcessFailed(f"store process error: {answer[1]}")
 
     async def _run(self, header: tuple[Any, ...], data: bytes = b"") -> tuple[Any, ...]:
         await self._started()

@@ -17,8 +17,10 @@ pickled header (a tuple), then the data bytes (an image, or nothing). Jobs:
   the image (``<stem>.<ext>``) and its thumbnails written atomically. Answered
   ``("stored", StoredImage without its bytes)``, ``("rejected", reason, detail)``,
   or ``("store_error", stored, error)``.
-- ``("files", [(path, bytes), ...])``: written atomically, in order. Answered
-  ``("written",)`` or ``("store_error", None, error)``.
+- ``("metadata", stem, meta, captions, max_bytes)``: the image's metadata files
+  (``metadata_files``) written atomically, in order. Answered ``("written", files,
+  bytes)``, ``("too_large", bytes)`` (over ``max_bytes``: none written) or
+  ``("store_error", None, error)``.
 
 An error is ``(class name, errno or None, message, filename or None)``; any
 other exception in a job is answered ``("error", traceback text)``. End of input
@@ -40,6 +42,7 @@ from PIL import Image
 
 from civitai_spider.atomic_files import AtomicWriter
 from civitai_spider.imaging import ImageRejected, process_image
+from civitai_spider.metadata_files import metadata_files
 
 FRAME = struct.Struct("!II")
 
@@ -93,12 +96,17 @@ def run_job(header: tuple[Any, ...], data: bytes, writer: AtomicWriter, shared: 
         except Exception as exc:
             return ("store_error", stored, describe_error(exc))
         return ("stored", stored)
-    if kind == "files":
+    if kind == "metadata":
+        _, stem, meta, captions, max_bytes = header
+        files = metadata_files(stem, meta, captions)
+        size = sum(len(data) for data, _ in files.values())
+        if size > max_bytes:
+            return ("too_large", size)
         try:
-            writer.write_files(header[1])
+            writer.write_files((name, data) for name, (data, _) in files.items())
         except Exception as exc:
             return ("store_error", None, describe_error(exc))
-        return ("written",)
+        return ("written", len(files), size)
     raise ValueError(f"unknown job {kind!r}")
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import pytest_twisted
 
-from civitai_spider.pipelines.metadata import caption
+from civitai_spider.metadata_files import caption
 from tests.support import api_image, image_bytes, run_crawl, scenario
 
 PROMPTS = {
@@ -90,3 +91,22 @@ async def test_items_export_with_stored_paths(server, tmp_path):
     assert exported["id"] == 1 and exported["stats"]["heartCount"] == 0
     assert exported["meta"] == meta_for(1)
     assert exported["images"][0]["path"] == "1.jpg"
+
+
+# Built and written by a store process (the default with a local store), or in the crawl's process.
+@pytest.mark.parametrize("processes", [2, 0])
+@pytest_twisted.ensureDeferred
+async def test_metadata_over_the_size_cap_is_not_written_and_not_done(server, tmp_path, processes):
+    big = {"prompt": "a long one " * 400, "seed": 2}  # ~8.8 kB of files
+    images = [api_image(1, meta=meta_for(1), file="jpeg"), api_image(2, meta=big, file="jpeg")]
+    server.load(scenario(images, FILES))
+
+    result = await run_crawl(server, {"IMAGES_STORE": str(tmp_path), "CIVITAI_META_MAX_BYTES": 4096,
+                                      "CIVITAI_STORE_PROCESSES": processes})
+
+    assert result.ids == [1]
+    assert result.stats["metadata/too_large"] == 1
+    assert not list(tmp_path.glob("2_*"))  # none of its metadata files
+    assert (tmp_path / "downloaded_ids.txt").read_text().split() == ["1"]  # so the next run tries it again
+    assert json.loads((tmp_path / "1_meta.json").read_text())["seed"] == 1938345220
+    assert result.stats["metadata/files_written"] == 3

@@ -17,9 +17,7 @@ image is not recorded as done and the next run completes it.
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 from io import BytesIO
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -27,6 +25,7 @@ from itemadapter import ItemAdapter
 from scrapy.utils.defer import ensure_awaitable
 
 from civitai_spider.exceptions import RetryLater
+from civitai_spider.metadata_files import MetadataTooLarge, metadata_files
 from civitai_spider.store_pool import StorePool
 from civitai_spider.stores import AtomicFSFilesStore, StoreErrors, open_store
 
@@ -34,37 +33,6 @@ if TYPE_CHECKING:
     from scrapy.crawler import Crawler
 
 logger = logging.getLogger(__name__)
-
-TEXT = "text/plain; charset=utf-8"
-JSON = "application/json"
-EXTRA_NETWORK_TAG = re.compile(r"<\s*(?:lora|lyco|hypernet|embedding)\s*:[^>]*>", re.IGNORECASE)
-
-
-def caption(prompt: str) -> str:
-    """The prompt without ``<lora:name:weight>``-style tags, with the separators they leave tidied."""
-    text = EXTRA_NETWORK_TAG.sub("", prompt)
-    text = re.sub(r"[ \t]+", " ", text)
-    text = re.sub(r"\s*,(\s*,)+", ",", text)
-    text = re.sub(r" *\n *", "\n", text)
-    return text.strip().strip(",").strip()
-
-
-def metadata_files(stem: str, meta: Any, captions: bool) -> dict[str, tuple[bytes, str]]:
-    """File name -> (bytes, content type) for one image's metadata."""
-    files: dict[str, tuple[bytes, str]] = {}
-    if not isinstance(meta, dict):
-        return files
-    prompt = meta.get("prompt")
-    negative = meta.get("negativePrompt")
-    if isinstance(prompt, str) and prompt:
-        files[f"{stem}_pos-prompt.txt"] = (prompt.encode("utf-8"), TEXT)
-        if captions:
-            files[f"{stem}.txt"] = (caption(prompt).encode("utf-8"), TEXT)
-    if isinstance(negative, str) and negative:
-        files[f"{stem}_neg-prompt.txt"] = (negative.encode("utf-8"), TEXT)
-    files[f"{stem}_meta.json"] = (json.dumps(meta, ensure_ascii=False, indent=2).encode("utf-8"), JSON)
-    return files
-
 
 class MetadataPipeline:
     def __init__(self, crawler: Crawler) -> None:
@@ -88,19 +56,25 @@ class MetadataPipeline:
             return item
         stem = results[0]["path"].rsplit(".", 1)[0]
         stats = self.crawler.stats
+        if self.pool is not None and self.pool.usable and isinstance(self.store, AtomicFSFilesStore):
+            # Built (JSON encoding and all) and written by a store process.
+            try:
+                count, size = await self.pool.write_metadata(stem, adapter.get("meta"), self.captions, self.max_bytes)
+            except MetadataTooLarge as exc:
+                self._too_large(adapter, exc.size)
+            except Exception as exc:
+                self._failed(adapter, "files", exc)
+            self.store_errors.succeeded()
+            stats.inc_value("metadata/files_written", count)
+            stats.inc_value("metadata/bytes_written", size)
+            return item
         files = metadata_files(stem, adapter.get("meta"), self.captions)
         size = sum(len(data) for data, _ in files.values())
         if size > self.max_bytes:
-            stats.inc_value("metadata/too_large")
-            raise RetryLater(
-                f"image {adapter.get('id')}: metadata is {size} bytes, over CIVITAI_META_MAX_BYTES={self.max_bytes}"
-            )
+            self._too_large(adapter, size)
         if isinstance(self.store, AtomicFSFilesStore):  # a local store: every file in one worker-thread hop
             try:
-                if self.pool is not None and self.pool.usable:  # written by a store process
-                    await self.pool.write_files((name, data) for name, (data, _) in files.items())
-                else:
-                    await self.store.persist_files((name, data) for name, (data, _) in files.items())
+                await self.store.persist_files((name, data) for name, (data, _) in files.items())
             except Exception as exc:
                 self._failed(adapter, "files", exc)
             self.store_errors.succeeded()
@@ -118,6 +92,12 @@ class MetadataPipeline:
             stats.inc_value("metadata/files_written")
             stats.inc_value("metadata/bytes_written", len(data))
         return item
+
+    def _too_large(self, adapter: ItemAdapter, size: int) -> NoReturn:
+        self.crawler.stats.inc_value("metadata/too_large")
+        raise RetryLater(
+            f"image {adapter.get('id')}: metadata is {size} bytes, over CIVITAI_META_MAX_BYTES={self.max_bytes}"
+        )
 
     def _failed(self, adapter: ItemAdapter, what: str, exc: Exception) -> NoReturn:
         self.store_errors.failed(exc)
