@@ -256,13 +256,18 @@ class StorePool:
 
     # --- children -----------------------------------------------------------------
 
-    async def spider_opened(self) -> None:
-        await self._started()
+    def spider_opened(self) -> None:
+        # Started, not waited for: the first requests leave while the children import
+        # Pillow; the first job waits for them (``_started``).
+        self._start()
 
-    async def _started(self) -> None:
+    def _start(self) -> asyncio.Task[None]:
         if self._starting is None:
             self._starting = asyncio.ensure_future(self._start_all())
-        await asyncio.shield(self._starting)
+        return self._starting
+
+    async def _started(self) -> None:
+        await asyncio.shield(self._start())
 
     async def _start_all(self) -> None:
         results = await asyncio.gather(*(self._start_child() for _ in range(self.size)), return_exceptions=True)
