@@ -89,20 +89,21 @@ async def test_store_processes_killed_mid_crawl_lose_nothing(server, tmp_path):
 @pytest_twisted.ensureDeferred
 async def test_an_image_that_outlasts_the_timeout_twice_fails_alone(server, tmp_path, caplog):
     store = tmp_path / "images"
-    # 9400x9400 (under the bomb limit): 60 kB of GIF that takes about a second to convert to
-    # JPEG here; the timeout kills it within 0.4 s. A small JPEG takes milliseconds.
+    # 9400x9400 (under the bomb limit): 0.6 MB of GIF that takes 0.33 s to convert to JPEG here
+    # (in one process, nothing else running); the timeout kills it within 0.15 s (checked every
+    # 0.05 s). A small JPEG or its metadata takes a few milliseconds.
     files = {"jpeg": image_bytes("JPEG"), "slow": image_bytes("GIF", "P", size=(9400, 9400))}
     server.load(scenario([api_image(i, file="slow" if i == 7 else "jpeg") for i in range(1, 31)], files))
 
     result = await run_crawl(server, {"IMAGES_STORE": str(store), "CIVITAI_STORE_PROCESSES": 1,
-                                      "CIVITAI_STORE_PROCESS_TIMEOUT": 0.25})
+                                      "CIVITAI_STORE_PROCESS_TIMEOUT": 0.1})
 
     store_stats = {k: v for k, v in result.stats.items() if k.startswith(("store_processes/", "images/"))}
     assert sorted(result.ids) == [i for i in range(1, 31) if i != 7], store_stats
     assert failures(store)[7]["reason"] == "store_process_died"
     assert "died twice" in failures(store)[7]["detail"]
     assert result.stats["store_processes/died"] == 2
-    assert any("CIVITAI_STORE_PROCESS_TIMEOUT=0.25" in r.getMessage() for r in caplog.records)
+    assert any("CIVITAI_STORE_PROCESS_TIMEOUT=0.1" in r.getMessage() for r in caplog.records)
 
 
 @pytest_twisted.ensureDeferred
