@@ -305,7 +305,9 @@ class StorePool:
         proc.stdin.write(FRAME.pack(len(meta), 0) + meta)
         try:
             answer = await asyncio.wait_for(_read_answer(proc.stdout), START_TIMEOUT)
-        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError) as exc:
+            if answer[0] != "ready":
+                raise ValueError(f"unexpected first answer {answer!r}")
+        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError, ValueError, pickle.UnpicklingError) as exc:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             code = await proc.wait()
@@ -313,10 +315,8 @@ class StorePool:
             if ring is not None:
                 ring.close()
             tail = " | ".join(child.stderr_tail) or "no output"
-            raise StoreProcessFailed(f"exit code {code} before it was ready ({exc.__class__.__name__}); "
+            raise StoreProcessFailed(f"exit code {code} before it was ready ({exc.__class__.__name__}: {exc}); "
                                      f"its stderr: {tail}") from None
-        if answer[0] != "ready":
-            raise StoreProcessFailed(f"unexpected first answer {answer!r}")
         child.ready = True
         self.children.append(child)
         self._changed.set()
