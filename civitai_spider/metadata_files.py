@@ -48,3 +48,14 @@ def metadata_files(stem: str, meta: Any, captions: bool) -> dict[str, tuple[byte
         files[f"{stem}_neg-prompt.txt"] = (negative.encode("utf-8"), TEXT)
     files[f"{stem}_meta.json"] = (json.dumps(meta, ensure_ascii=False, indent=2).encode("utf-8"), JSON)
     return files
+
+
+def sized_metadata_files(
+    stem: str, meta: Any, captions: bool, max_bytes: int
+) -> tuple[dict[str, tuple[bytes, str]], int]:
+    """``metadata_files`` and their total size; ``MetadataTooLarge`` over ``max_bytes``."""
+    files = metadata_files(stem, meta, captions)
+    size = sum(len(data) for data, _ in files.values())
+    if size > max_bytes:
+        raise MetadataTooLarge(size)
+    return files, size

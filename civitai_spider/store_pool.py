@@ -97,6 +97,8 @@ class _Ring:
     def put(self, data: bytes) -> tuple[int, int] | None:
         """Copy ``data`` in; (offset, length), or None when it does not fit now."""
         n = len(data)
+        if not n or n >= self.size:
+            return None
         if not self.regions:
             offset = 0
         elif self.head >= (tail := self.regions[0]):  # free: [head, size) and [0, tail)
@@ -109,8 +111,6 @@ class _Ring:
         elif tail - self.head > n:  # free: [head, tail); never filled to head == tail
             offset = self.head
         else:
-            return None
-        if not n or offset + n > self.size:
             return None
         self.map[offset:offset + n] = data
         self.regions.append(offset)

@@ -36,13 +36,14 @@ import signal
 import struct
 import sys
 import traceback
+from collections.abc import Callable, Iterable
 from typing import Any, BinaryIO
 
 from PIL import Image
 
 from civitai_spider.atomic_files import AtomicWriter
-from civitai_spider.imaging import ImageRejected, process_image
-from civitai_spider.metadata_files import metadata_files
+from civitai_spider.imaging import ImagePolicy, ImageRejected, StoredImage, process_image
+from civitai_spider.metadata_files import MetadataTooLarge, sized_metadata_files
 
 FRAME = struct.Struct("!II")
 
@@ -74,6 +75,32 @@ def describe_error(exc: BaseException) -> tuple[str, int | None, str, str | None
     return (type(exc).__name__, None, str(exc), None)
 
 
+def store_image(
+    data: bytes,
+    stem: str,
+    thumb_paths: dict[str, str],
+    policy: ImagePolicy,
+    write_files: Callable[[Iterable[tuple[str, bytes]]], None],
+) -> tuple[StoredImage, str, Exception | None]:
+    """``process_image``, then the image (``<stem>.<ext>``) and its thumbnails written.
+
+    Blocking: in a store process, or in a worker thread of the crawl's process (the
+    images pipeline without store processes). Returns (what was stored, without its
+    bytes, its path, None), or the store's error in place of None; raises
+    ``ImageRejected`` for bytes that are not stored.
+    """
+    stored = process_image(data, policy)
+    path = f"{stem}.{stored.ext}"
+    files = [(path, stored.data), *((thumb_paths[thumb_id], thumb) for thumb_id, thumb in stored.thumbs.items())]
+    stored.data = b""  # written: neither sent back nor kept
+    stored.thumbs = {}
+    try:
+        write_files(files)
+    except Exception as exc:
+        return stored, path, exc
+    return stored, path, None
+
+
 def run_job(header: tuple[Any, ...], data: bytes, writer: AtomicWriter, shared: mmap.mmap | None) -> tuple[Any, ...]:
     kind = header[0]
     if kind == "image":
@@ -84,24 +111,18 @@ def run_job(header: tuple[Any, ...], data: bytes, writer: AtomicWriter, shared: 
             offset, length = where[0]
             data = shared[offset:offset + length]
         try:
-            stored = process_image(data, policy)
+            stored, _, error = store_image(data, stem, thumb_paths, policy, writer.write_files)
         except ImageRejected as exc:
             return ("rejected", exc.reason, exc.detail)
-        files = [(f"{stem}.{stored.ext}", stored.data)]
-        files += [(thumb_paths[thumb_id], thumb) for thumb_id, thumb in stored.thumbs.items()]
-        stored.data = b""  # written here: not sent back
-        stored.thumbs = {}
-        try:
-            writer.write_files(files)
-        except Exception as exc:
-            return ("store_error", stored, describe_error(exc))
+        if error is not None:
+            return ("store_error", stored, describe_error(error))
         return ("stored", stored)
     if kind == "metadata":
         _, stem, meta, captions, max_bytes = header
-        files = metadata_files(stem, meta, captions)
-        size = sum(len(data) for data, _ in files.values())
-        if size > max_bytes:
-            return ("too_large", size)
+        try:
+            files, size = sized_metadata_files(stem, meta, captions, max_bytes)
+        except MetadataTooLarge as exc:
+            return ("too_large", exc.size)
         try:
             writer.write_files((name, data) for name, (data, _) in files.items())
         except Exception as exc:

@@ -47,6 +47,7 @@ from civitai_spider.imaging import (
 from civitai_spider.setting_checks import CHOICES, choice
 from civitai_spider.shared_crawl.state import redis_url
 from civitai_spider.store_pool import StoreProcessFailed, StorePool
+from civitai_spider.store_worker import store_image
 from civitai_spider.stores import (
     STORE_SCHEMES,
     AtomicFSFilesStore,
@@ -194,7 +195,7 @@ class CivitaiImagesPipeline(ImagesPipeline):
         stem = self.file_path(request, item=item)
         thumb_paths = {thumb_id: self.thumb_path(request, thumb_id, item=item) for thumb_id, _ in self.policy.thumbs}
         if isinstance(self.store, AtomicFSFilesStore):
-            # A local store: check/convert and write in one worker-thread hop.
+            # A local store: check/convert and write in one hop, to a store process or a thread.
             if self.pool is not None and self.pool.usable:
                 stored, path, store_error = await self._store_in_pool(response.body, stem, thumb_paths)
             else:
@@ -238,16 +239,11 @@ class CivitaiImagesPipeline(ImagesPipeline):
         Returns the store's error instead of raising it, so that the reactor thread
         tells a refused image (``ImageFailed``, raised) from a failing store.
         """
-        store = self.store
-        assert isinstance(store, AtomicFSFilesStore)
-        stored = self._process(data)
-        path = f"{stem}.{stored.ext}"
-        files = [(path, stored.data), *((thumb_paths[thumb_id], thumb) for thumb_id, thumb in stored.thumbs.items())]
+        assert isinstance(self.store, AtomicFSFilesStore)
         try:
-            store.write_files(files)
-        except Exception as exc:
-            return stored, path, exc
-        return stored, path, None
+            return store_image(data, stem, thumb_paths, self.policy, self.store.write_files)
+        except ImageRejected as exc:
+            raise ImageFailed(exc.reason, exc.detail) from None
 
     async def _persist(self, path: str, data: bytes, content_type: str, stored: StoredImage) -> None:
         try:

@@ -25,7 +25,7 @@ from itemadapter import ItemAdapter
 from scrapy.utils.defer import ensure_awaitable
 
 from civitai_spider.exceptions import RetryLater
-from civitai_spider.metadata_files import MetadataTooLarge, metadata_files
+from civitai_spider.metadata_files import MetadataTooLarge, sized_metadata_files
 from civitai_spider.store_pool import StorePool
 from civitai_spider.stores import AtomicFSFilesStore, StoreErrors, open_store
 
@@ -68,10 +68,10 @@ class MetadataPipeline:
             stats.inc_value("metadata/files_written", count)
             stats.inc_value("metadata/bytes_written", size)
             return item
-        files = metadata_files(stem, adapter.get("meta"), self.captions)
-        size = sum(len(data) for data, _ in files.values())
-        if size > self.max_bytes:
-            self._too_large(adapter, size)
+        try:
+            files, size = sized_metadata_files(stem, adapter.get("meta"), self.captions, self.max_bytes)
+        except MetadataTooLarge as exc:
+            self._too_large(adapter, exc.size)
         if isinstance(self.store, AtomicFSFilesStore):  # a local store: every file in one worker-thread hop
             try:
                 await self.store.persist_files((name, data) for name, (data, _) in files.items())
