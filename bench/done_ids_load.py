@@ -17,14 +17,14 @@ from pathlib import Path
 
 CHILD = r"""
 import sys, time, resource
-from civitai_spider.done_ids import DoneIds, parse_ids, read_chunks
+from civitai_spider.done_ids import IdSet, parse_ids, read_chunks
 def rss_mb():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * 4096 / 2**20
 before = rss_mb()
 started = time.perf_counter()
 ids, bad = parse_ids(read_chunks(sys.argv[1]))
-done = DoneIds(ids)
+done = IdSet(ids)
 del ids
 elapsed = time.perf_counter() - started
 assert (int(sys.argv[2]) in done) and bad == 0

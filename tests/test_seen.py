@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import pytest_twisted
 
-from civitai_spider.done_ids import DoneIds, parse_ids
+from civitai_spider.done_ids import IdSet, parse_ids
 from tests.support import api_image, image_bytes, run_crawl, scenario
 
 FILES = {"jpeg": image_bytes("JPEG"), "png": image_bytes("PNG")}
@@ -72,11 +72,40 @@ def test_parse_ids_fast_path_and_junk():
     assert ids.tolist() == [1, 2] and bad == 1
 
 
-def test_done_ids_membership():
-    done = DoneIds(np.array([5, 3, 9], dtype=np.int64))
+def test_id_set_membership():
+    done = IdSet(np.array([5, 3, 9], dtype=np.int64))
     assert 3 in done and 9 in done and 4 not in done and 10 not in done
     done.add(4)
-    assert 4 in done and done.loaded_count == 3
+    assert 4 in done and done.loaded_count == 3 and len(done) == 4
+
+
+def test_id_set_merges_added_ids_into_its_array():
+    """Added ids move into the sorted array every ``merge_at`` ids, and every id stays a member."""
+    loaded = np.array([10, 30, 50, 70], dtype=np.int64)
+    ids = IdSet(loaded, merge_at=3)
+    added = [60, 20, 80, 1, 30, 40, 90, 5]  # 30 is loaded already: not added twice
+    for image_id in added:
+        ids.add(image_id)
+    assert ids._sorted.tolist() == [1, 10, 20, 30, 40, 50, 60, 70, 80, 90]  # two merges of 3
+    assert ids._added == {5}
+    assert len(ids) == 11 and ids.loaded_count == 4
+    assert all(image_id in ids for image_id in [*loaded.tolist(), *added])
+    assert not any(image_id in ids for image_id in [0, 2, 15, 35, 75, 85, 95])
+
+
+def test_id_set_memory_stays_small(tmp_path):
+    """200,000 added ids cost their 8 bytes each (plus one merge batch), not a Python set's ~60."""
+    import tracemalloc
+
+    ids = IdSet(merge_at=1 << 14)
+    tracemalloc.start()
+    for image_id in range(10**9, 10**9 + 200_000):
+        ids.add(image_id)
+    held, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    as_python_set = 200_000 * 60
+    assert held < 8 * 200_000 + 2 * 2**20 < as_python_set / 3, held
+    assert 10**9 + 123_456 in ids and 10**9 + 200_000 not in ids
 
 
 def test_a_stopped_worker_whose_redis_is_away_leaves_the_image_with_a_reason(tmp_path):

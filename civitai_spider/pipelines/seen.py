@@ -32,7 +32,7 @@ from scrapy import signals
 from scrapy.exceptions import CloseSpider, DropItem, NotConfigured
 from scrapy.utils.asyncio import run_in_thread, sleep
 
-from civitai_spider.done_ids import DoneIds, parse_ids
+from civitai_spider.done_ids import IdSet, parse_ids
 from civitai_spider.exceptions import RetryLater
 from civitai_spider.shared_crawl.state import SharedCrawl
 from civitai_spider.stores import check_writable, open_record, open_store
@@ -58,7 +58,7 @@ class DoneIdsPipeline:
         self.store_uri = str(store_uri)
         self.store = open_store(self.store_uri, crawler.settings)
         self.record = open_record(self.store, DONE_FILE, crawler.settings, crawler.stats)
-        self.done = DoneIds()
+        self.done = IdSet()
         self.in_flight: set[int] = set()
         self.shared = SharedCrawl.for_crawler(crawler)
         crawler.signals.connect(self.item_scraped, signal=signals.item_scraped)
@@ -80,7 +80,7 @@ class DoneIdsPipeline:
         except Exception as exc:
             logger.error("Cannot use the store IMAGES_STORE=%s: %s: %s", self.store_uri, exc.__class__.__name__, exc)
             raise CloseSpider("store_unwritable") from None
-        self.done = DoneIds(ids)
+        self.done = IdSet(ids)
         stats = self.crawler.stats
         stats.set_value("done/loaded", self.done.loaded_count)
         if bad:
