@@ -65,7 +65,7 @@ class IdSet:
     """Membership of image ids: a sorted array, plus the ids added since the last merge.
 
     ``merge_at`` (default 65,536) added ids are merged into the array at once: one
-    ``searchsorted`` and one copy of the array (~30 ms at 10M ids), so a run adding
+    ``searchsorted`` and one copy of the array (~50 ms at 10M ids), so a run adding
     N ids spends N / merge_at such copies, and holds at most ``merge_at`` ids as
     Python ints (~4 MB).
     """

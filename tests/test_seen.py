@@ -93,7 +93,7 @@ def test_id_set_merges_added_ids_into_its_array():
     assert not any(image_id in ids for image_id in [0, 2, 15, 35, 75, 85, 95])
 
 
-def test_id_set_memory_stays_small(tmp_path):
+def test_id_set_memory_stays_small():
     """200,000 added ids cost their 8 bytes each (plus one merge batch), not a Python set's ~60."""
     import tracemalloc
 
