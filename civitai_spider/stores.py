@@ -64,16 +64,21 @@ def remove_partial_files(folder: Path, older_than: float = 0.0) -> int:
     """Delete ``.*.part`` files left in ``folder`` by a process that died mid-write.
 
     With ``older_than`` (seconds), only files not modified for that long: other
-    processes writing to the same folder (a shared crawl) keep their files.
+    processes writing to the same folder (a shared crawl) keep their files. A file
+    that is gone by the time it is looked at (its writer renamed it into place, as
+    another worker starting at the same moment does with its write probe) is skipped.
     """
     removed = 0
     cutoff = time.time() - older_than
     if folder.is_dir():
         for entry in os.scandir(folder):
             if entry.name.startswith(".") and entry.name.endswith(PART_SUFFIX):
-                if older_than and entry.stat().st_mtime > cutoff:
+                try:
+                    if older_than and entry.stat().st_mtime > cutoff:
+                        continue
+                    os.unlink(entry.path)
+                except FileNotFoundError:
                     continue
-                Path(entry.path).unlink(missing_ok=True)
                 removed += 1
     return removed
 

@@ -312,6 +312,30 @@ def test_partial_files_of_a_dead_writer_are_removed_and_a_shared_folder_keeps_li
     assert sorted(p.name for p in tmp_path.iterdir()) == ["12.jpg"]
 
 
+def test_a_partial_file_renamed_by_its_writer_mid_cleanup_is_skipped(tmp_path, monkeypatch):
+    """Two workers of a shared crawl starting at once: one's write probe (a ``.part`` file)
+    is renamed into place between the other's directory listing and its ``stat``."""
+    import os
+
+    from civitai_spider import stores
+
+    probe = tmp_path / "..civitai-spider-write-test.5d9574000.part"
+    probe.write_bytes(b"ok\n")
+    listdir = os.scandir
+
+    def listed_then_renamed(folder):
+        entries = list(listdir(folder))
+        if probe.exists():
+            probe.rename(tmp_path / ".civitai-spider-write-test")
+        return iter(entries)
+
+    monkeypatch.setattr(stores.os, "scandir", listed_then_renamed)
+    assert stores.remove_partial_files(tmp_path, older_than=3600) == 0
+    probe.write_bytes(b"ok\n")
+    assert stores.remove_partial_files(tmp_path) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".civitai-spider-write-test"]
+
+
 def test_local_store_writes_a_batch_atomically_in_order(tmp_path):
     from civitai_spider.stores import AtomicFSFilesStore
 
