@@ -34,6 +34,9 @@ CIVITAI_STATE_SAVE_INTERVAL = 1.0
 # requests never go through the scheduler.
 SCHEDULER_DISK_QUEUE = "scrapy.squeues.LifoMemoryQueue"
 SCHEDULER_START_DISK_QUEUE = "scrapy.squeues.FifoMemoryQueue"
+# Scrapy's scheduler, but its JOBDIR state file (requests.queue/active.json) is written
+# atomically and an unreadable one is ignored, not fatal (civitai_spider/scheduler.py).
+SCHEDULER = "civitai_spider.scheduler.JobdirScheduler"
 
 # Image URLs are fetched only from these hosts and their subdomains, and from the
 # host of CIVITAI_API_URL. An empty list allows any host except private, loopback

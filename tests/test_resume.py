@@ -143,6 +143,26 @@ def test_ten_kills_at_random_moments(server, tmp_path):
     check_complete(store)
 
 
+def test_a_scheduler_state_file_cut_short_by_a_kill_does_not_stop_the_resumed_crawl(server, tmp_path):
+    """kill -9 while Scrapy writes JOBDIR/requests.queue/active.json at close (it truncates, then
+    writes) leaves it empty: the next run of that JOBDIR died at open with a JSONDecodeError."""
+    server.load(scenario(IMAGES[:100], FILES))
+    store, jobdir, log = tmp_path / "store", tmp_path / "job", tmp_path / "crawl.log"
+    queue = jobdir / "requests.queue"
+    queue.mkdir(parents=True)
+    (queue / "active.json").write_bytes(b"")
+
+    process = start_crawl(server, store, jobdir, log)
+
+    assert process.wait(timeout=60) == 0, log.read_text()[-3000:]
+    text = log.read_text()
+    assert "Traceback" not in text
+    assert "requests.queue/active.json unreadable (JSONDecodeError" in text
+    assert "'scheduler/state_unreadable': 1" in text
+    assert sorted(done_ids(store)) == sorted(i for i in EXPECTED if i <= 100)
+    assert json.loads((queue / "active.json").read_text()) == {}  # written whole at close
+
+
 def test_a_request_queue_file_cut_short_by_a_kill_does_not_end_the_resumed_crawl(server, tmp_path):
     """kill -9 while Scrapy creates a disk queue file leaves it empty; queuelib then cannot open
     it ("unpack requires a buffer of 4 bytes") and the chain's next page was dropped: the resumed

@@ -107,6 +107,26 @@ def shared(redis_server, crawl: str, worker: str, timeout: float = 30.0) -> Shar
                        worker_timeout=timeout, url=redis_server.url)
 
 
+def test_the_add_on_scheduler_wins_over_settings_py_and_loses_to_the_command_line():
+    """settings.py names the one-process JobdirScheduler; with CIVITAI_REDIS_URL the add-on's
+    LeasingScheduler replaces it (an add-on-priority setting would not), and -s still wins."""
+    from scrapy.settings import Settings
+
+    import civitai_spider.settings as project
+    from civitai_spider.shared_crawl.addon import SharedCrawlAddon
+
+    def scheduler(**cmdline: str) -> str:
+        settings = Settings()
+        settings.setmodule(project, priority="project")
+        settings.setdict(cmdline, priority="cmdline")
+        SharedCrawlAddon().update_settings(settings)
+        return settings["SCHEDULER"]
+
+    assert scheduler() == "civitai_spider.scheduler.JobdirScheduler"
+    assert scheduler(CIVITAI_REDIS_URL="redis://127.0.0.1:1/0") == "civitai_spider.shared_crawl.scheduler.LeasingScheduler"
+    assert scheduler(CIVITAI_REDIS_URL="redis://127.0.0.1:1/0", SCHEDULER="my.Scheduler") == "my.Scheduler"
+
+
 def test_leases_claims_and_reaping(redis_server):
     crawl = crawl_name()
     one, two = shared(redis_server, crawl, "one"), shared(redis_server, crawl, "two")

@@ -3,7 +3,7 @@
 A Scrapy add-on (``ADDONS`` in ``civitai_spider.settings``): it changes nothing
 unless ``CIVITAI_REDIS_URL`` is set, as a setting or in the environment (where a
 password in the URL stays out of Scrapyd's job list and ``ps``). Then it sets, at
-add-on priority (a ``-s`` on the command line still wins):
+project priority, over our settings.py (a ``-s`` on the command line still wins):
 
 - ``SCHEDULER``: ``LeasingScheduler`` (scrapy-redis's, leasing pages), with
   ``SCHEDULER_PERSIST = True``: the queue and the dupefilter outlive every worker;
@@ -42,5 +42,7 @@ class SharedCrawlAddon:
             "SCHEDULER_QUEUE_KEY": keys.requests,
             "SCHEDULER_DUPEFILTER_KEY": keys.dupefilter,
         }.items():
-            settings.set(name, value, priority="addon")
+            # "project", not "addon": over our own settings.py (its SCHEDULER is the one-process
+            # JobdirScheduler); a -s on the command line still wins.
+            settings.set(name, value, priority="project")
         settings["EXTENSIONS"][WORKER_LOOP] = 700
