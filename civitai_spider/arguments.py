@@ -40,9 +40,13 @@ class Thresholds:
         failed += [f"max_{n}" for n, v in self.maximum.items() if counts[n] > v]
         return failed
 
-    def meets_minimums(self, stats: Any) -> bool:
-        counts = api.reaction_counts(stats)
-        return all(counts[n] >= v for n, v in self.minimum.items())
+    def sort_floor(self, sort: str) -> int:
+        """The lowest value of ``sort``'s key an image meeting the minimums can have (0: no bound).
+
+        "Most Reactions" sorts by likes + hearts + laughs + cries, so an image with
+        ``min_hearts=10`` and ``min_likes=5`` has a key of at least 15.
+        """
+        return sum(self.minimum.get(name, 0) for name in api.SORT_COUNTERS.get(sort, ()))
 
 
 @dataclass(frozen=True)
@@ -61,9 +65,24 @@ class CrawlArguments:
     sort: str
     period: str
 
-    @property
-    def sorted_by_reactions(self) -> bool:
-        return self.sort == "Most Reactions" and self.period == "AllTime"
+    def early_stop(self, query: Query) -> tuple[int, str]:
+        """The sort key below which ``query``'s chain can stop, or 0 and why it cannot.
+
+        A page is in ``sort`` order, so once its last image's key is below the
+        floor, every later image is below the thresholds. Only the search index
+        sorts: on Civitai's database path the engagement sorts are newest-by-id.
+        """
+        if self.sort not in api.SORT_COUNTERS:
+            return 0, f"sort={self.sort} is not ordered by reaction or comment counts"
+        floor = self.thresholds.sort_floor(self.sort)
+        if not floor:
+            counters = "/".join(api.SORT_COUNTERS[self.sort])
+            return 0, f"no min_{counters.replace('/', '/min_')} threshold bounds the '{self.sort}' order"
+        why_not = api.database_path(query.params)
+        if why_not:
+            advice = " (add model_version_id for a sorted, shorter walk)" if "modelId" in why_not else ""
+            return 0, f"Civitai answers {why_not} from its database, where '{self.sort}' is silently newest-first{advice}"
+        return floor, ""
 
 
 # Name of the spider argument -> (short reaction name, "min" or "max").

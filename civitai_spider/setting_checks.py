@@ -37,6 +37,15 @@ RANGES: dict[str, tuple[float, float | None, str]] = {
 }
 
 
+#: Settings that no longer exist, and what took their place: set, they are an error, not ignored.
+RETIRED: dict[str, str] = {
+    "CIVITAI_EARLY_STOP_PAGES": (
+        "early stop no longer counts barren pages: it stops exactly where the sort proves every later "
+        "image below the thresholds; CIVITAI_EARLY_STOP=false turns it off"
+    ),
+}
+
+
 class SettingError(ValueError):
     """A setting that cannot be used; the message names it and what it accepts."""
 
@@ -51,6 +60,9 @@ def choice(settings: BaseSettings, name: str) -> str:
 
 def check_settings(settings: BaseSettings, defaults: ModuleType) -> None:
     """Raise ``SettingError`` for the first of our settings that cannot be used."""
+    for name, instead in RETIRED.items():
+        if settings.get(name) is not None:
+            raise SettingError(f"{name} is gone: {instead}")
     for name, default in vars(defaults).items():
         if not name.startswith(PREFIXES) or settings.get(name) is None:
             continue

@@ -12,17 +12,20 @@ COMMANDS_MODULE = "civitai_spider.commands"
 
 # --- The Civitai API --------------------------------------------------------
 
-# The images endpoint. Point it at a local stand-in for offline runs and tests.
+# The images endpoint. civitai.com is the SFW site; https://civitai.red/api/v1/images
+# the NSFW one (README "Which site"). Point it at a local stand-in for offline runs and tests.
 CIVITAI_API_URL = "https://civitai.com/api/v1/images"
 # API key; when empty, taken from the CIVITAI_API_KEY environment variable.
 # Sent only to the API host, as "Authorization: Bearer", at download time.
 CIVITAI_API_KEY = ""
 # Items per API page (1..200; the API allows up to 200).
 CIVITAI_PAGE_LIMIT = 200
-# Early stop: with sort="Most Reactions" and period="AllTime", a chain stops after
-# this many consecutive pages with no image meeting the reaction thresholds.
-# 0 turns early stop off.
-CIVITAI_EARLY_STOP_PAGES = 3
+# Early stop: with sort="Most Reactions" (or "Most Comments") and min_* thresholds, a
+# chain stops after the first page whose last image is below what the thresholds
+# need: the sort puts every later image below it too. Never for a query Civitai
+# answers from its database (model_id without model_version_id), where the sort is
+# newest-first, nor for a chain whose page comes back out of order.
+CIVITAI_EARLY_STOP = True
 
 # With -s JOBDIR=DIR: how often (seconds, at most) the chains' resume positions are
 # written to DIR/spider.state while the crawl runs (also at close).
@@ -38,10 +41,11 @@ SCHEDULER_START_DISK_QUEUE = "scrapy.squeues.FifoMemoryQueue"
 # atomically and an unreadable one is ignored, not fatal (civitai_spider/scheduler.py).
 SCHEDULER = "civitai_spider.scheduler.JobdirScheduler"
 
-# Image URLs are fetched only from these hosts and their subdomains, and from the
-# host of CIVITAI_API_URL. An empty list allows any host except private, loopback
-# and link-local addresses and "localhost" (the API's host included).
-CIVITAI_IMAGE_HOSTS = ["civitai.com"]
+# Image URLs are fetched only from these hosts and their subdomains (image.civitai.com,
+# image-b2.civitai.com, image.civitai.red...), and from the host of CIVITAI_API_URL.
+# An empty list allows any host except private, loopback and link-local addresses
+# and "localhost" (the API's host included).
+CIVITAI_IMAGE_HOSTS = ["civitai.com", "civitai.red"]
 # API items whose meta nests deeper than this are dropped (api/items/invalid/meta_too_deep).
 CIVITAI_META_MAX_DEPTH = 64
 

@@ -11,6 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from twisted.internet import defer
+from twisted.internet.interfaces import IResolverSimple
+from zope.interface import implementer
 
 from tests.mockserver import MockServer
 from tests.support import server_process
@@ -130,3 +133,32 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     with server_process(argv, folder / "redis.log", lambda: answers(port)):
         url = f"redis://127.0.0.1:{port}/0"
         yield RedisServer(url=url, client=redis.Redis.from_url(url))
+
+
+# --- Civitai's host names on 127.0.0.1 (in this process) -----------------------------
+
+
+@implementer(IResolverSimple)
+class LocalNames:
+    """Resolves ``names`` and their subdomains to 127.0.0.1; any other name as ``fallback`` does."""
+
+    def __init__(self, fallback: Any, names: tuple[str, ...]) -> None:
+        self.fallback = fallback
+        self.names = names
+
+    def getHostByName(self, name: str, timeout: Any = ()) -> Any:  # noqa: N802 (Twisted's name)
+        if any(name == n or name.endswith("." + n) for n in self.names):
+            return defer.succeed("127.0.0.1")
+        return self.fallback.getHostByName(name, timeout)
+
+
+@pytest.fixture
+def civitai_names() -> Iterator[None]:
+    """civitai.com, civitai.red and their subdomains (image.civitai.red, image-b2.civitai.com...)
+    resolve to 127.0.0.1 for the crawls of this test, so that the stand-in answers as both sites."""
+    from twisted.internet import reactor
+
+    previous = reactor.resolver
+    reactor.installResolver(LocalNames(previous, ("civitai.com", "civitai.red")))
+    yield
+    reactor.installResolver(previous)

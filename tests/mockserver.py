@@ -1,11 +1,26 @@
 """A local stand-in for Civitai's ``/api/v1/images`` API and its image CDN.
 
 Used by the tests (real Scrapy crawls against it) and for an offline demo. It
-behaves as ``shared/civitai-api.md`` describes the real API: opaque cursor
+behaves as ``docs/civitai-api.md`` describes the real API: opaque cursor
 pages (``feed:<ts>:<offset>|<filter checksum>``), 400 when the filters change
 in the middle of a chain, ``meta`` null unless ``withMeta=true``, ``url``
 always ``.jpeg`` whatever the bytes, and scripted faults (errors, HTML pages,
 dropped or truncated connections, stalls, empty pages, looping cursors).
+
+As Civitai in late 2026: the maturity filter is ``browsingLevel``, else the
+mask of ``nsfw``, else PG only; a request whose Host is ``civitai.com`` (the
+SFW site) filters on the combined level (the higher of an image's own and its
+``_aiNsfwLevel``), any other host on the image's own level; ``nextPage`` is
+built from the Host header. A query with ``imageId``, or ``modelId`` without
+``modelVersionId``, takes the old database path: newest id first whatever the
+sort, and ``meta`` nested as ``{"id", "meta"}`` unless ``flatMeta=true``. The
+search index path sorts "Most Reactions" by likes + hearts + laughs + cries and
+"Most Comments" by comments, highest first (stable: ties keep the scenario's
+order); other sorts, and every sort with ``unsorted``, serve the scenario's
+order. ``ignore_params`` makes the API
+drop those parameters silently (the global feed comes back). An image's
+``_cdn`` host puts its file on that host name (``image-b2.*`` with the b2 path),
+for crawls that map Civitai's names to 127.0.0.1.
 
 Run it (from the repository root)::
 
@@ -49,10 +64,12 @@ PERIODS = ("AllTime", "Year", "Month", "Week", "Day")
 NSFW_VALUES = ("None", "Soft", "Mature", "X", "true", "false")
 TYPES = ("image", "video", "audio")
 CDN_KEY = "xG1nkqKTMzGDvpLrqFT7WA"
-CDN_PATH = re.compile(rf"^/{CDN_KEY}/([^/]+)/original=true/.+$")
+CDN_PATH = re.compile(rf"^/(?:{CDN_KEY}|file/civitai-media-cache)/([^/]+)/original=true/.+$")
 CURSOR = re.compile(r"^feed:(\d+):(\d+)\|([0-9a-f]{4}\+[0-9a-f]{4})$")
 CURSOR_TS = 1744925337225
-NOT_FILTERS = ("limit", "cursor", "withMeta", "page")  # params left out of a cursor's checksum
+NOT_FILTERS = ("limit", "cursor", "withMeta", "flatMeta", "page")  # params left out of a cursor's checksum
+# The mask each nsfw value stands for (true: R + X + XXX + Blocked, no PG or PG-13).
+NSFW_MASKS = {"None": 1, "Soft": 3, "Mature": 7, "X": 31, "true": 60, "false": 1}
 UUID_NAMESPACE = uuid.UUID("6c1a3c9e-0f6b-4d4e-9a57-0b7a1f3c2d10")
 API_KEYS = ("id", "url", "hash", "width", "height", "nsfwLevel", "nsfw", "browsingLevel", "type",
             "createdAt", "postId", "username", "baseModel", "modelVersionIds", "stats", "meta")
@@ -77,6 +94,25 @@ CLOUDFLARE_PAGE = """<!DOCTYPE html>
 <span class="cf-footer-item">Cloudflare Ray ID: <strong>8f1e2d3c4b5a6978</strong></span>
 </div></div></body></html>
 """
+
+
+# What the search index orders each engagement sort by (Civitai's reactionCount, commentCount).
+SORT_KEYS = {"Most Reactions": ("likeCount", "heartCount", "laughCount", "cryCount"), "Most Comments": ("commentCount",)}
+
+
+def sort_value(item: Any, keys: tuple[str, ...]) -> int:
+    """An item's sort key: the sum of ``keys`` in its stats; anything unreadable counts as 0."""
+    stats = item.get("stats") if isinstance(item, dict) else None
+    if not isinstance(stats, dict):
+        return 0
+    total = 0
+    for key in keys:
+        value = stats.get(key)
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value:
+            total += int(value)
+    return total
 
 
 class ScenarioError(ValueError):
@@ -165,6 +201,8 @@ class Image:
     file: bytes | None = None
     model_ids: list[int] = field(default_factory=list)
     uuid: str | None = None
+    ai_level: int = 0  # Civitai's AI rating: the .com site filters on the higher of the two
+    cdn_host: str | None = None  # the image's file is on this host name (default: the CDN's 127.0.0.1)
 
 
 @dataclass
@@ -184,6 +222,7 @@ class ApiQuery:
     offset: int
     checksum: str
     with_meta: bool
+    host: str = ""  # the Host header: which site was asked
 
 
 class MockState:
@@ -196,6 +235,8 @@ class MockState:
         self.by_uuid: dict[str, Image] = {}
         self.faults: list[Fault] = []
         self.nested_meta = False
+        self.ignore_params: set[str] = set()
+        self.unsorted = False
         self.max_limit = 200
         self.log: list[dict[str, Any]] = []
 
@@ -207,11 +248,16 @@ class MockState:
         Keys: ``images`` (API items, plus private ``_file``, ``_modelIds`` and ``_raw``:
         true to serve the item exactly as given, without filling in missing keys),
         ``files`` (name -> base64 bytes; ``files`` given as an argument are raw
-        bytes and win), ``faults``, ``nested_meta`` (bool), ``max_limit`` (int).
+        bytes and win), ``faults``, ``nested_meta`` (bool: meta always nested, an
+        older shape), ``ignore_params`` (parameters the API drops silently),
+        ``unsorted`` (bool: the search index serves the scenario's order whatever the sort),
+        ``max_limit`` (int). Private image keys also: ``_aiNsfwLevel`` (int),
+        ``_cdn`` (a host name for the image URL).
         """
         if not isinstance(scenario, dict):
             raise ScenarioError("scenario must be a JSON object")
-        unknown = set(scenario) - {"images", "files", "faults", "nested_meta", "max_limit"}
+        unknown = set(scenario) - {"images", "files", "faults", "nested_meta", "ignore_params", "unsorted",
+                                   "max_limit"}
         if unknown:
             raise ScenarioError(f"unknown scenario keys: {sorted(unknown)}")
         blobs: dict[str, bytes] = {}
@@ -232,7 +278,8 @@ class MockState:
             # "_raw": serve the item exactly as given (no defaults, e.g. no id at all).
             public = {k: v for k, v in raw.items() if not k.startswith("_")} if raw.get("_raw") else with_defaults(raw, index)
             images.append(Image(public, blobs.get(name) if name is not None else None,
-                                list(raw.get("_modelIds") or []), image_uuid(public.get("id", f"index-{index}"))))
+                                list(raw.get("_modelIds") or []), image_uuid(public.get("id", f"index-{index}")),
+                                int(raw.get("_aiNsfwLevel") or 0), raw.get("_cdn")))
         faults = [self._fault(i, f) for i, f in enumerate(scenario.get("faults") or [])]
         max_limit = scenario.get("max_limit", 200)
         if not isinstance(max_limit, int) or max_limit < 0:
@@ -244,6 +291,11 @@ class MockState:
                 self.by_uuid.setdefault(image.uuid, image)
         self.faults = faults
         self.nested_meta = bool(scenario.get("nested_meta", False))
+        ignore = scenario.get("ignore_params") or []
+        if not isinstance(ignore, list) or not all(isinstance(name, str) for name in ignore):
+            raise ScenarioError("ignore_params must be a list of parameter names")
+        self.ignore_params = set(ignore)
+        self.unsorted = bool(scenario.get("unsorted", False))
         self.max_limit = max_limit
         self.log = []
 
@@ -308,7 +360,7 @@ class MockState:
 
     # -- API ----------------------------------------------------------------
 
-    def parse_api_query(self, raw_query: str) -> ApiQuery:
+    def parse_api_query(self, raw_query: str, host: str = "") -> ApiQuery:
         """Validate the query of ``/api/v1/images``; raises :class:`BadRequest` (400) or returns it."""
         pairs: dict[str, str] = {}
         for key, value in parse_qsl(raw_query, keep_blank_values=True):
@@ -323,7 +375,7 @@ class MockState:
         for name, allowed in (("sort", SORTS), ("period", PERIODS), ("nsfw", NSFW_VALUES), ("type", TYPES)):
             if name in query and query[name] not in allowed:
                 raise BadRequest(f"{name}: invalid value {query[name]!r}, expected one of {list(allowed)}")
-        for name in ("browsingLevel", "modelId", "modelVersionId", "postId", "page"):
+        for name in ("browsingLevel", "modelId", "modelVersionId", "postId", "imageId", "page"):
             if name in query:
                 try:
                     int(query[name])
@@ -340,9 +392,15 @@ class MockState:
                 raise BadRequest("This cursor cannot be continued with these filters")
             offset = int(found.group(2))
         return ApiQuery(query, list(pairs.items()), limit, offset, checksum,
-                        query.get("withMeta", "").lower() == "true")
+                        query.get("withMeta", "").lower() == "true", host)
 
-    def filtered(self, query: dict[str, str]) -> list[Image]:
+    @staticmethod
+    def database_path(query: dict[str, str]) -> bool:
+        """Civitai's old database path: ``imageId``, or ``modelId`` without ``modelVersionId``."""
+        return "imageId" in query or ("modelId" in query and "modelVersionId" not in query)
+
+    def filtered(self, query: dict[str, str], host: str = "") -> list[Image]:
+        query = {k: v for k, v in query.items() if k not in self.ignore_params}
         images = self.images
 
         def keep(test: Callable[[dict[str, Any], Image], bool]) -> None:
@@ -352,41 +410,63 @@ class MockState:
 
         if "modelId" in query:
             keep(lambda item, im: int(query["modelId"]) in im.model_ids)
+        if "imageId" in query:
+            keep(lambda item, im: item.get("id") == int(query["imageId"]))
         if "modelVersionId" in query:
             keep(lambda item, im: int(query["modelVersionId"]) in (item.get("modelVersionIds") or []))
         if "postId" in query:
             keep(lambda item, im: item.get("postId") == int(query["postId"]))
         if "username" in query:
             keep(lambda item, im: item.get("username") == query["username"])
-        if "browsingLevel" in query:
-            mask = int(query["browsingLevel"])
-            keep(lambda item, im: isinstance(item.get("browsingLevel"), int) and item["browsingLevel"] & mask != 0)
+        mask = int(query["browsingLevel"]) if "browsingLevel" in query else NSFW_MASKS.get(query.get("nsfw", ""), 1)
+        sfw_site = host.split(":")[0].lower().endswith("civitai.com")
+
+        def level_in_mask(item: dict[str, Any], im: Image) -> bool:
+            own = item.get("browsingLevel")
+            if not isinstance(own, int) or isinstance(own, bool):
+                return True  # garbage a broken API might send: served, like non-objects
+            return (max(own, im.ai_level) if sfw_site else own) & mask != 0
+
+        keep(level_in_mask)
         if "type" in query:
             keep(lambda item, im: item.get("type") == query["type"])
         if "baseModels" in query:
             wanted = {name.strip() for name in query["baseModels"].split(",")}
             keep(lambda item, im: item.get("baseModel") in wanted)
+        if self.database_path(query):  # newest id first, whatever the sort
+            images = sorted(images, key=lambda im: -im.public["id"] if isinstance(im.public, dict)
+                            and isinstance(im.public.get("id"), int) else 0)
+        elif query.get("sort", "Most Reactions") in SORT_KEYS and not self.unsorted:
+            keys = SORT_KEYS[query.get("sort", "Most Reactions")]
+            images = sorted(images, key=lambda im: -sort_value(im.public, keys))
         return images
 
-    def render_item(self, image: Image, with_meta: bool) -> Any:
+    def render_item(self, image: Image, q: ApiQuery) -> Any:
         if not isinstance(image.public, dict):
             return image.public
         item = dict(image.public)
         if "url" not in item:
-            item["url"] = f"{self.cdn_root}/{CDN_KEY}/{image.uuid}/original=true/{image.uuid}.jpeg"
+            root, path = self.cdn_root, f"/{CDN_KEY}/{image.uuid}/original=true/{image.uuid}.jpeg"
+            if image.cdn_host:
+                root = f"http://{image.cdn_host}:{self.cdn_root.rsplit(':', 1)[1]}"
+                if image.cdn_host.startswith("image-b2."):
+                    path = f"/file/civitai-media-cache/{image.uuid}/original=true/{image.uuid}.jpeg"
+            item["url"] = root + path
             item = {k: item[k] for k in ("id", "url", *item) if k in item}  # url second, as the API does
-        if not with_meta:
+        flat = q.query.get("flatMeta", "").lower()
+        nested = self.nested_meta or (flat != "true" and (flat == "false" or self.database_path(q.query)))
+        if not q.with_meta:
             item["meta"] = None
-        elif self.nested_meta and item.get("meta") is not None:
+        elif nested and item.get("meta") is not None:
             item["meta"] = {"id": item["id"] if isinstance(item["id"], int) else 0, "meta": item["meta"]}
         return item
 
     def images_page(self, q: ApiQuery, fault: Fault | None) -> Reply:
         if "page" in q.query and int(q.query["page"]) * q.limit > 1000:
             return json_reply({"error": "use cursors"}, 429)
-        images = self.filtered(q.query)
+        images = self.filtered(q.query, q.host)
         chunk = images[q.offset:q.offset + q.limit]
-        items = [] if fault and fault.action == "empty" else [self.render_item(im, q.with_meta) for im in chunk]
+        items = [] if fault and fault.action == "empty" else [self.render_item(im, q) for im in chunk]
         next_offset: int | None = q.offset + q.limit if q.limit and q.offset + q.limit < len(images) else None
         if fault and fault.action == "loop":
             next_offset = (int(fault.extra.get("to_page", 1)) - 1) * q.limit
@@ -394,7 +474,8 @@ class MockState:
         if next_offset is not None:
             cursor = make_cursor(next_offset, q.checksum)
             pairs = [(k, v) for k, v in q.pairs if k != "cursor"] + [("cursor", cursor)]
-            metadata = {"nextCursor": cursor, "nextPage": f"{self.api_root}/api/v1/images?{urlencode(pairs)}"}
+            root = f"http://{q.host}" if q.host else self.api_root  # built from the Host header, as Civitai does
+            metadata = {"nextCursor": cursor, "nextPage": f"{root}/api/v1/images?{urlencode(pairs)}"}
         return json_reply({"items": items, "metadata": metadata})
 
 
@@ -458,7 +539,7 @@ class MockResource(Resource):
         if request.method not in (b"GET", b"HEAD"):
             return (lambda fault: json_reply({"error": "Method not allowed"}, 405)), context
         try:
-            q = self.state.parse_api_query(entry["raw_query"])
+            q = self.state.parse_api_query(entry["raw_query"], entry["headers"].get("host", ""))
         except BadRequest as exc:
             error = str(exc)
             return (lambda fault: json_reply({"error": error}, 400)), context

@@ -10,7 +10,7 @@ from civitai_spider.arguments import ArgumentError, parse_arguments
 def test_defaults():
     args = parse_arguments({})
     assert args.require_meta is True
-    assert args.sorted_by_reactions
+    assert args.early_stop(args.queries[0]) == (0, "no min_likes/min_hearts/min_laughs/min_cries threshold bounds the 'Most Reactions' order")
     assert [q.key for q in args.queries] == ["all"]
     assert dict(args.queries[0].params) == {"sort": "Most Reactions", "period": "AllTime", "type": "image"}
 
@@ -19,7 +19,24 @@ def test_choices_are_matched_loosely_and_sent_canonically():
     args = parse_arguments({"sort": "most_reactions", "period": "week", "nsfw": "x", "type": "VIDEO"})
     params = args.queries[0].params
     assert (params["sort"], params["period"], params["nsfw"], params["type"]) == ("Most Reactions", "Week", "X", "video")
-    assert not args.sorted_by_reactions
+
+
+@pytest.mark.parametrize(("kwargs", "floor", "why_not"), [
+    ({"min_hearts": "10"}, 10, ""),
+    ({"min_hearts": "10", "min_likes": "5", "min_comments": "7", "min_dislikes": "3"}, 15, ""),
+    ({"min_hearts": "10", "period": "Week"}, 10, ""),  # the period filters; the sort is the same
+    ({"min_comments": "7", "sort": "Most Comments"}, 7, ""),
+    ({"min_comments": "7"}, 0, "no min_likes/min_hearts/min_laughs/min_cries threshold"),
+    ({"min_hearts": "10", "sort": "Newest"}, 0, "sort=Newest is not ordered"),
+    ({"min_hearts": "10", "sort": "Most Collected"}, 0, "sort=Most Collected is not ordered"),
+    ({"min_hearts": "10", "model_id": "7"}, 0, "a modelId query without modelVersionId from its database"),
+    ({"min_hearts": "10", "model_id": "7", "model_version_id": "70"}, 10, ""),
+    ({"min_hearts": "10", "model_version_id": "70"}, 10, ""),
+])
+def test_early_stop_floor(kwargs, floor, why_not):
+    args = parse_arguments(kwargs)
+    got_floor, got_why = args.early_stop(args.queries[0])
+    assert got_floor == floor and why_not in got_why and bool(got_why) == (not floor)
 
 
 def test_fan_out_product_and_dedup():

@@ -41,8 +41,9 @@ async def test_faults_everywhere_and_the_set_is_still_exact(server, tmp_path):
     broken = set(flaky[:6])  # these keep failing past every retry
     faults += [random_fault(rng, "cdn", {"image_id": i}, -1 if i in broken else rng.choice([1, 2])) for i in flaky]
     store = tmp_path / "store"
+    # Every page walked: sorted by reactions, the last 4 pages (hearts 0) would otherwise be skipped by early stop.
     settings = {"IMAGES_STORE": str(store), "CIVITAI_PAGE_LIMIT": 50, "DOWNLOAD_TIMEOUT": 1, "RETRY_TIMES": 3,
-                "CIVITAI_RETRY_BACKOFF_MAX": 2}
+                "CIVITAI_RETRY_BACKOFF_MAX": 2, "CIVITAI_EARLY_STOP": False}
     server.load(scenario(images, FILES, faults=faults))
 
     first = await run_crawl(server, settings, min_hearts="1")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -116,7 +117,18 @@ def test_ctrl_c_then_resume(server, tmp_path):
 
     assert not paused & set(fetched_ids(server))
     check_complete(store)
-    assert "resuming at cursor" in log.read_text()
+    # The resume line names the page its cursor is for (20 items a page), and the page the first run reached.
+    text = log.read_text()
+    resumed = re.search(r"Chain all: resuming at page (\d+)(?:, cursor 'feed:\d+:(\d+)\|[^']*'| \(the first\)); "
+                        r"the earlier run reached page (\d+)", text)
+    assert resumed, text[-3000:]
+    page, offset, reached = int(resumed[1]), resumed[2], int(resumed[3])
+    assert (int(offset) // 20 + 1 if offset else 1) == page <= reached
+    # Both runs end where the walk does (sorted by hearts: page 16 is the first below min_hearts=5).
+    stopped = re.findall(r"Chain all: early stop after page (\d+)", text.split("resuming at page")[1])
+    assert stopped == ["16"], stopped
+    walked = 16 - page + 1
+    assert f"(this process walked {walked}, {min(walked, reached - page + 1)} of them again after the resume)" in text
 
 
 @pytest.mark.slow

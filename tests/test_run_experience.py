@@ -20,12 +20,14 @@ from tests.support import REPO, api_image, image_bytes, run_crawl, run_scrapy, s
 
 FILES = {"jpeg": image_bytes("JPEG")}
 IMAGES = [api_image(i, hearts=i % 4, file="jpeg", meta=None if i % 10 == 0 else "default") for i in range(1, 121)]
+# Every page walked (the counts below are of every image): sorted by hearts, early stop would end the walk at hearts 1.
 SLOW = [{"server": "cdn", "match": {}, "action": "stall", "seconds": 0.1, "times": -1}]
 
 
 def crawl_args(server, store, *extra: str) -> list[str]:
     return ["crawl", "civitai", "-a", "min_hearts=2", "-s", f"CIVITAI_API_URL={server.api_url}",
-            "-s", f"IMAGES_STORE={store}", "-s", "CIVITAI_RETRY_BACKOFF_BASE=0.01", "-s", "CIVITAI_PAGE_LIMIT=20", *extra]
+            "-s", f"IMAGES_STORE={store}", "-s", "CIVITAI_RETRY_BACKOFF_BASE=0.01", "-s", "CIVITAI_PAGE_LIMIT=20",
+            "-s", "CIVITAI_EARLY_STOP=false", *extra]
 
 
 def run_in_terminal(args: list[str], timeout: float = 60, rows: int = 50) -> tuple[int, str]:

@@ -32,6 +32,9 @@ def test_the_defaults_pass():
     ("CIVITAI_CAPTION_FILES", "maybe", "CIVITAI_CAPTION_FILES must be true or false, got 'maybe'"),
     ("CIVITAI_RECORD_FLUSH_SECONDS", "-1", "CIVITAI_RECORD_FLUSH_SECONDS must be 0 (no time limit) or more, got -1.0"),
     ("FIELDSTATS_MAX_DEPTH", "deep", "FIELDSTATS_MAX_DEPTH must be a whole number, got 'deep'"),
+    ("CIVITAI_EARLY_STOP_PAGES", "0", "CIVITAI_EARLY_STOP_PAGES is gone: early stop no longer counts barren pages: "
+     "it stops exactly where the sort proves every later image below the thresholds; CIVITAI_EARLY_STOP=false "
+     "turns it off"),
 ])
 def test_a_bad_value_names_the_setting_and_what_it_takes(name, value, message):
     with pytest.raises(SettingError) as raised:

@@ -25,7 +25,10 @@ from tests.support import REPO, api_image, image_bytes, run_scrapy, scenario
 
 FILES = {"jpeg": image_bytes("JPEG"), "png": image_bytes("PNG")}
 IMAGES = [api_image(i, hearts=i % 10, file="jpeg" if i % 3 else "png") for i in range(1, 601)]
-EXPECTED = {i for i in range(1, 601) if i % 10 >= 5}  # min_hearts=5: 300 images on 30 pages
+EXPECTED = {i for i in range(1, 601) if i % 10 >= 5}  # min_hearts=5: 300 images
+# Sorted by reactions (hearts 9..0), the 300 come first, on pages 1-15; page 16 ends at hearts 4,
+# below min_hearts=5: early stop there, with the walk shared by the workers.
+PAGES = 16
 ID_BY_UUID = {image_uuid(i): i for i in range(1, 601)}
 SECRET = "sk-shared-crawl-secret-4242"
 
@@ -299,20 +302,21 @@ def test_three_workers_share_one_crawl(server, redis_server, tmp_path):
     check_complete(store)
     # A page request is queued and marked seen in one Lua step: no worker killed between
     # the two can leave a page seen (so never asked for again) but not queued.
-    assert len([c for c in queue_writes if c["command"].startswith("SADD")]) >= 30
+    assert len([c for c in queue_writes if c["command"].startswith("SADD")]) >= PAGES
     assert {c["client_type"] for c in queue_writes} == {"lua"}, [c for c in queue_writes if c["client_type"] != "lua"][:3]
     counts = [stored_count(log) for log in logs]
     assert sum(counts) == len(EXPECTED), counts  # each image stored by exactly one worker
     assert sum(1 for c in counts if c) >= 2, counts  # the work was shared
     assert sorted(cdn_fetches(server)) == sorted(EXPECTED)  # each image downloaded once in all
     api = server.requests("api")
-    assert len({r["raw_query"] for r in api}) == 30  # every page walked...
+    assert len({r["raw_query"] for r in api}) == PAGES  # every page up to the early stop walked...
     assert all(r["headers"].get("authorization") == f"Bearer {SECRET}" for r in api)
     # ...and no page request scrapy-redis held ever carried the key
     assert seen_in_redis and not any(SECRET.encode() in blob for blob in seen_in_redis)
     texts = [log.read_text() for log in logs]
     assert all(f"Worker w{n} on crawl '{crawl}'" in text for n, text in enumerate(texts, 1))
     assert sum(f"Crawl '{crawl}' is finished" in text for text in texts) == 1
+    assert sum(f"early stop after page {PAGES}" in text for text in texts) == 1
     assert re.search(r"other live workers: (w\d(, )?)+", texts[1] + texts[2])  # a joiner sees the others
     info = redis_server.client.hgetall(f"civitai:{crawl}:info")
     assert info[b"state"] == b"finished"
@@ -509,4 +513,4 @@ def test_api_faults_in_a_shared_crawl_lose_no_page(server, redis_server, tmp_pat
     # 2 x 503 and the HTML page went back through the shared queue; the dropped connection too,
     # unless Twisted's connection pool resent the request itself (it does, once, on a reused one)
     assert retried in (3, 4), retried
-    assert len({r["raw_query"] for r in server.requests("api")}) == 30
+    assert len({r["raw_query"] for r in server.requests("api")}) == PAGES

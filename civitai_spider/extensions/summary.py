@@ -25,6 +25,7 @@ FAILED_REASONS = {
     "bad_arguments": "the spider arguments were not valid",
     "api_key_rejected": "the API refused the key (HTTP 401/403): check CIVITAI_API_KEY",
     "api_unavailable": "the API could not be used from the first page on",
+    "api_filter_ignored": "the API ignored a query's filter and sent other images (none of them stored)",
     "store_unwritable": "the store (IMAGES_STORE) cannot be written",
     "store_failing": "the store kept failing to write",
     "redis_unreachable": "Redis (CIVITAI_REDIS_URL) could not be reached",
@@ -65,6 +66,12 @@ def summary_lines(stats: dict[str, Any], elapsed: float, store: str) -> list[str
         f"  stored: {stored} new images, {human_bytes(written)} written; "
         f"{stats.get('done/skipped', 0)} already done earlier (skipped)",
     ]
+    ignored = {k[len("api/filter_ignored/"):]: v for k, v in stats.items() if k.startswith("api/filter_ignored/")}
+    for chain, filters in sorted(ignored.items()):
+        lines.append(f"  chain {chain}: ended: the API ignored its {filters} filter; nothing foreign stored")
+    foreign = stats.get("api/items/foreign", 0)
+    if foreign:
+        lines.append(f"  not stored, not matching their query: {foreign} ({by_reason(stats, 'api/items/foreign/')})")
     dropped = stats.get("filter/dropped", 0)
     reasons = f" ({by_reason(stats, 'filter/dropped/')})" if dropped else ""
     lines.append(f"  dropped by the filter: {dropped}{reasons}")

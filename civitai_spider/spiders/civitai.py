@@ -4,8 +4,21 @@ Each query (see ``civitai_spider.arguments``) is one cursor chain over
 ``/api/v1/images``. A chain asks for its next page as soon as a page is parsed,
 before that page's items go down the pipelines, and ends when a page has no
 ``nextCursor``, when a cursor comes back that the chain already visited (a
-loop), on early stop, or when the API keeps failing for that page. Chains run
-concurrently; an image id yielded by one chain is not yielded again.
+loop), on early stop, when the API keeps failing for that page, or when a page
+shows that the API ignored the query's filters. Chains run concurrently; an
+image id yielded by one chain is not yielded again.
+
+Early stop is exact: with ``sort=Most Reactions`` (or ``Most Comments``) pages
+come in the order of one number (likes + hearts + laughs + cries; comments), so
+once a page's last image is below the sum of the matching ``min_*`` thresholds,
+every later image is too. It is off for a chain whose query Civitai answers from
+its database (``api.database_path``), and for one whose page comes back out of
+order.
+
+Items that contradict their query (``api.ItemFilter``: another user, post, level,
+type or base model) are never yielded; a page with nothing but such items ends
+its chain (``filter_ignored``) and the crawl closes ``api_filter_ignored`` once
+the other chains are done.
 
 Resume (with ``-s JOBDIR=DIR``): each chain keeps, in ``spider.state["chains"]``,
 the cursor of its oldest page whose items are not all through the pipelines yet
@@ -22,7 +35,7 @@ Shared crawl (``CIVITAI_REDIS_URL``, see ``civitai_spider.shared_crawl``): page
 requests go through scrapy-redis's queue and dupefilter (so they are not
 ``dont_filter``), and each worker walks whichever pages it takes. A page's lease
 is released once its next page is queued and every one of its images has left
-the pipelines; the chain's barren-page count travels in the request. Only the
+the pipelines; whether the chain may stop early travels in the request. Only the
 worker that starts the crawl yields the first pages; there is no JOBDIR state
 (the queue and the leases in Redis are the resume state).
 """
@@ -43,6 +56,7 @@ import scrapy
 from redis.exceptions import RedisError
 from scrapy import signals
 from scrapy.downloadermiddlewares.retry import get_retry_request
+from scrapy.exceptions import CloseSpider
 from scrapy.http import Request, Response
 from scrapy.utils.defer import deferred_from_coro
 from scrapy.utils.job import job_dir
@@ -62,6 +76,7 @@ logger = logging.getLogger(__name__)
 
 API_SLOT = "civitai-api"
 FINISHED = ("complete", "loop", "early_stop")  # a chain in one of these is not walked again
+FILTER_IGNORED = "filter_ignored"
 
 
 @dataclass
@@ -71,11 +86,13 @@ class Chain:
     query: Query
     # cursors, in walk order -> the cursor of the page that gave each (None: the first page)
     visited: dict[str, str | None] = field(default_factory=dict)
-    pages: int = 0
-    barren_pages: int = 0  # consecutive pages with no image meeting the minimum thresholds
+    pages: int = 0  # pages this run walked
     next_cursor: str | None = None  # cursor of the page requested next (None: the first page)
+    next_page: int = 1  # its number in the chain
+    reached: int = 0  # the highest page number walked, in this run or an earlier one of the job
+    again: int = 0  # pages this run walked again after a resume (at or below ``reached``)
     status: str = "walking"  # "walking", "failed" or one of FINISHED
-    # Pages whose items are still in the pipelines: sequence number -> [cursor, items left].
+    # Pages whose items are still in the pipelines: sequence number -> [cursor, items left, lease, page number].
     in_flight: dict[int, list[Any]] = field(default_factory=dict)
     sequence: int = 0
 
@@ -83,16 +100,16 @@ class Chain:
         """What a resumed crawl needs: where to restart, and whether there is anything left."""
         oldest = next(iter(self.in_flight.values()), None)
         finished = self.status in FINISHED and oldest is None
-        cursor = oldest[0] if oldest else self.next_cursor
+        cursor, page = (oldest[0], oldest[3]) if oldest else (self.next_cursor, self.next_page)
         # Cursors up to the restart point: the walk from there will visit the later ones again.
         visited = list(self.visited)
         visited = visited[: visited.index(cursor) + 1] if cursor in self.visited else []
         return {
             "cursor": cursor,
+            "page": page,
+            "reached": self.reached,
             "status": self.status if finished else "walking",
             "visited": visited,
-            "pages": self.pages,
-            "barren_pages": self.barren_pages,
         }
 
     @classmethod
@@ -101,9 +118,9 @@ class Chain:
         return cls(
             query,
             visited=dict(zip(visited, [None, *visited[:-1]])),
-            pages=saved.get("pages", 0),
-            barren_pages=saved.get("barren_pages", 0),
             next_cursor=saved.get("cursor"),
+            next_page=saved.get("page", len(visited) + 1),
+            reached=saved.get("reached", 0),
             status=saved.get("status", "walking"),
         )
 
@@ -117,6 +134,9 @@ class CivitaiSpider(scrapy.Spider):
         self.crawl_args: CrawlArguments = self.check_arguments(kwargs)
         super().__init__(*args, name=kwargs.pop("name", None))
         self._chains: dict[str, Chain] = {}
+        self._filters = {q.key: api.ItemFilter.from_params(q.params) for q in self.crawl_args.queries}
+        self._floors: dict[str, int] = {}  # chain key -> its early-stop floor (0: none)
+        self._filter_ignored: dict[str, str] = {}  # chain key -> the filters the API ignored
         self._yielded_ids = IdSet()  # compact: a long walk does not grow memory by ~60 bytes an id
         self._item_pages: dict[int, tuple[Chain, int]] = {}  # image id -> its page in flight
         self._run = secrets.token_hex(4)  # marks this process' page requests
@@ -138,13 +158,12 @@ class CivitaiSpider(scrapy.Spider):
         spider.page_limit = settings.getint("CIVITAI_PAGE_LIMIT")
         if not 1 <= spider.page_limit <= api.MAX_LIMIT:
             raise ValueError(f"CIVITAI_PAGE_LIMIT must be 1..{api.MAX_LIMIT}, got {spider.page_limit}")
-        early_stop = settings.getint("CIVITAI_EARLY_STOP_PAGES")
-        use_early_stop = (
-            early_stop > 0
-            and spider.crawl_args.sorted_by_reactions
-            and bool(spider.crawl_args.thresholds.minimum)
-        )
-        spider.early_stop_pages = early_stop if use_early_stop else 0
+        spider._plan_early_stop(settings.getbool("CIVITAI_EARLY_STOP"))
+        if any(q.params.get("nsfw") == "true" for q in spider.crawl_args.queries):
+            logger.warning(
+                "nsfw=true asks Civitai for R, X and XXX only: PG and PG-13 images are left out. "
+                "For every level use browsing_level=PG+PG13+R+X+XXX (or nsfw=X)."
+            )
         hosts = settings.getlist("CIVITAI_IMAGE_HOSTS")
         api_host = urlsplit(spider.api_url).hostname
         # The API's own host is trusted too (it is what the user pointed us at).
@@ -158,7 +177,26 @@ class CivitaiSpider(scrapy.Spider):
             spider._state_file = None  # the queue and the leases in Redis are the resume state
         for signal in (signals.item_scraped, signals.item_dropped, signals.item_error):
             crawler.signals.connect(spider._item_left_pipelines, signal=signal)
+        crawler.signals.connect(spider._idle, signal=signals.spider_idle)
         return spider
+
+    def _plan_early_stop(self, enabled: bool) -> None:
+        """Each chain's early-stop floor; the chains without one are logged once per reason."""
+        without: dict[str, list[str]] = {}
+        for query in self.crawl_args.queries:
+            floor, why_not = self.crawl_args.early_stop(query) if enabled else (0, "CIVITAI_EARLY_STOP is off")
+            self._floors[query.key] = floor
+            if not floor and self.crawl_args.thresholds.minimum:
+                without.setdefault(why_not, []).append(query.key)
+        for why_not, keys in without.items():
+            shown = ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+            logger.info("No early stop for chain%s %s: %s; every page is walked",
+                        "s" if len(keys) > 1 else "", shown, why_not)
+
+    def _idle(self) -> None:
+        """Everything else done: a chain whose filter the API ignored makes the run a failure."""
+        if self._filter_ignored:
+            raise CloseSpider("api_filter_ignored")
 
     async def start(self) -> AsyncIterator[Request]:
         state = getattr(self, "state", None)  # set by Scrapy's SpiderState when JOBDIR is on
@@ -178,15 +216,19 @@ class CivitaiSpider(scrapy.Spider):
             chain.status = "walking"
             if query.key in saved:
                 stats.inc_value("api/chains/resumed")
-                logger.info("Chain %s: resuming at cursor %r (page %d)", query.key, chain.next_cursor, chain.pages + 1)
+                logger.info("Chain %s: resuming at page %d%s; the earlier run reached page %d", query.key,
+                            chain.next_page, f", cursor {chain.next_cursor!r}" if chain.next_cursor else " (the first)",
+                            chain.reached)
             else:
                 stats.inc_value("api/chains/started")
                 logger.info("Chain %s: starting", query.key)
-            yield self.page_request(query.key, cursor=chain.next_cursor)
+            yield self.page_request(query.key, chain.next_cursor, chain.next_page)
         self._save_state(force=True)
 
-    def page_request(self, chain_key: str, cursor: str | None) -> Request:
+    def page_request(self, chain_key: str, cursor: str | None, page: int, floor: int | None = None) -> Request:
+        """The request for page ``page`` of a chain; ``floor`` is its early-stop floor (default: the chain's plan)."""
         chain = self._chains[chain_key]
+        floor = self._floors[chain_key] if floor is None else floor
         url = api.page_url(self.api_url, chain.query.params, cursor, self.page_limit)
         return Request(
             url,
@@ -199,8 +241,9 @@ class CivitaiSpider(scrapy.Spider):
             meta={
                 "chain": chain_key,
                 "cursor": cursor,
+                "page": page,
                 "run": self._run,
-                "barren": chain.barren_pages,
+                "floor": floor,
                 "handle_httpstatus_all": True,
                 # Its own download slot: API pages never queue behind image downloads.
                 "download_slot": API_SLOT,
@@ -231,23 +274,29 @@ class CivitaiSpider(scrapy.Spider):
             else:
                 self._end_chain(chain, "invalid_json", response, detail=str(exc), lease=lease)
             return
-        if self.shared is not None:  # the count so far travels with the chain's requests
-            chain.barren_pages = response.meta.get("barren", 0)
 
         stats = self.crawler.stats
+        number = response.meta.get("page", 1)
         chain.pages += 1
+        if number <= chain.reached and self.shared is None:
+            chain.again += 1
+            stats.inc_value("api/pages/again_after_resume")
+        chain.reached = max(chain.reached, number)
         stats.inc_value("api/pages")
         stats.inc_value("api/items", len(page.items))
         if not page.items:
             stats.inc_value("api/pages/empty")
 
-        items = list(self._items(chain, page.items))
+        items, matched, foreign = self._items(chain, page.items, number)
+        if foreign and not matched:
+            self._end_chain_filter_ignored(chain, foreign, number, lease)
+            return
         if items:  # registered before any of them can finish
             chain.sequence += 1
-            chain.in_flight[chain.sequence] = [response.meta["cursor"], len(items), lease]
+            chain.in_flight[chain.sequence] = [response.meta["cursor"], len(items), lease, number]
             for item in items:
                 self._item_pages[item["id"]] = (chain, chain.sequence)
-        next_request = self._next_page(chain, page, response.meta["cursor"])
+        next_request = self._next_page(chain, page, response.meta["cursor"], number, response.meta.get("floor", 0))
         self._save_state()
         if next_request is not None:
             if lease is not None:  # this page stays leased while its next page cannot be queued
@@ -257,27 +306,16 @@ class CivitaiSpider(scrapy.Spider):
         if not items:  # runs once the next page request is scheduled
             self._release(lease)
 
-    def _next_page(self, chain: Chain, page: api.Page, page_cursor: str | None) -> Request | None:
+    def _next_page(self, chain: Chain, page: api.Page, page_cursor: str | None, number: int,
+                   floor: int) -> Request | None:
         stats = self.crawler.stats
-        if self.early_stop_pages:
-            thresholds = self.crawl_args.thresholds
-            if any(isinstance(raw, dict) and thresholds.meets_minimums(raw.get("stats")) for raw in page.items):
-                chain.barren_pages = 0
-            else:
-                chain.barren_pages += 1
-            if chain.barren_pages >= self.early_stop_pages:
-                logger.info(
-                    "Chain %s: early stop after %d consecutive pages with no image meeting "
-                    "the thresholds (sorted by Most Reactions, AllTime); %d pages walked",
-                    chain.query.key, chain.barren_pages, chain.pages,
-                )
-                stats.inc_value("api/chains/early_stop")
-                chain.status = "early_stop"
-                self._shared_chain_status(chain)
+        if floor:
+            floor = self._early_stop(chain, page, number, floor)
+            if floor < 0:
                 return None
         cursor = page.next_cursor
         if cursor is None:
-            logger.info("Chain %s: complete after %d pages", chain.query.key, chain.pages)
+            logger.info("Chain %s: complete at page %d%s", chain.query.key, number, self._walked(chain, number))
             stats.inc_value("api/chains/completed")
             chain.status = "complete"
             self._shared_chain_status(chain)
@@ -286,23 +324,60 @@ class CivitaiSpider(scrapy.Spider):
             # The same page walked again (a shared crawl's page handed back to this worker):
             # asked for again, and the shared dupefilter drops it if it was queued already.
             stats.inc_value("api/pages/walked_again")
-            return self.page_request(chain.query.key, cursor)
+            return self.page_request(chain.query.key, cursor, number + 1, floor)
         if cursor in chain.visited:
             logger.warning(
-                "Chain %s: the API sent back cursor %r, already visited in this chain: "
-                "ending the chain to avoid a loop (%d pages walked)",
-                chain.query.key, cursor, chain.pages,
+                "Chain %s: page %d sent back cursor %r, already visited in this chain: "
+                "ending the chain to avoid a loop%s",
+                chain.query.key, number, cursor, self._walked(chain, number),
             )
             stats.inc_value("api/chains/loop")
             chain.status = "loop"
             self._shared_chain_status(chain)
             return None
         chain.visited[cursor] = page_cursor
-        chain.next_cursor = cursor
-        return self.page_request(chain.query.key, cursor)
+        chain.next_cursor, chain.next_page = cursor, number + 1
+        return self.page_request(chain.query.key, cursor, number + 1, floor)
 
-    def _items(self, chain: Chain, raw_items: list[Any]) -> Iterator[CivitaiImage]:
+    @staticmethod
+    def _walked(chain: Chain, number: int) -> str:
+        """How many of the chain's pages this process walked, when that is not simply 1..``number``."""
+        if chain.pages == number and not chain.again:
+            return ""
+        again = f", {chain.again} of them again after the resume" if chain.again else ""
+        return f" (this process walked {chain.pages}{again})"
+
+    def _early_stop(self, chain: Chain, page: api.Page, number: int, floor: int) -> int:
+        """-1 when ``page`` ends the chain early, else the floor for its next page (0: off)."""
+        sort = self.crawl_args.sort
+        values = [api.sort_value(raw.get("stats"), sort) for raw in page.items if isinstance(raw, dict)]
+        if any(later > earlier for earlier, later in zip(values, values[1:])):
+            logger.warning(
+                "Chain %s: page %d is not in '%s' order: early stop is off for this chain; every page is walked",
+                chain.query.key, number, sort,
+            )
+            self.crawler.stats.inc_value("api/chains/unsorted")
+            return 0
+        if not values or values[-1] >= floor:
+            return floor
+        logger.info(
+            "Chain %s: early stop after page %d: '%s' puts every later image at or below this page's last "
+            "one (%s %d), and the thresholds need at least %d%s",
+            chain.query.key, number, sort, "+".join(api.SORT_COUNTERS[sort]), values[-1], floor,
+            self._walked(chain, number),
+        )
+        self.crawler.stats.inc_value("api/chains/early_stop")
+        chain.status = "early_stop"
+        self._shared_chain_status(chain)
+        return -1
+
+    def _items(self, chain: Chain, raw_items: list[Any], number: int) -> tuple[list[CivitaiImage], int, dict[str, int]]:
+        """The page's items to yield, how many matched the query, and the foreign ones by filter."""
         stats = self.crawler.stats
+        item_filter = self._filters[chain.query.key]
+        items: list[CivitaiImage] = []
+        matched = 0
+        foreign: dict[str, int] = {}
         for raw in raw_items:
             try:
                 if not isinstance(raw, dict):
@@ -315,6 +390,13 @@ class CivitaiSpider(scrapy.Spider):
                 logger.warning("Chain %s: skipping an API item: %s", chain.query.key, exc)
                 stats.inc_value(f"api/items/invalid/{exc.reason}")
                 continue
+            mismatches = item_filter.mismatches(raw)
+            if mismatches:
+                foreign[mismatches[0]] = foreign.get(mismatches[0], 0) + 1
+                stats.inc_value("api/items/foreign")
+                stats.inc_value(f"api/items/foreign/{mismatches[0]}")
+                continue
+            matched += 1
             if image_id in self._yielded_ids or image_id in self._item_pages:
                 stats.inc_value("api/items/duplicate")
                 continue
@@ -324,7 +406,13 @@ class CivitaiSpider(scrapy.Spider):
             item["meta"] = api.normalise_meta(raw.get("meta"))
             item["query"] = chain.query.key
             item["image_urls"] = [url]
-            yield item
+            items.append(item)
+        if foreign and matched:
+            logger.warning(
+                "Chain %s: page %d: %d of %d items do not match the query (%s): not stored",
+                chain.query.key, number, sum(foreign.values()), len(raw_items), _counts(foreign),
+            )
+        return items, matched, foreign
 
     def _item_left_pipelines(self, item: Any, exception: Any = None, failure: Any = None, **kwargs: Any) -> None:
         """An item left the pipelines. Stored, or dropped for good (filtered, already done):
@@ -388,8 +476,25 @@ class CivitaiSpider(scrapy.Spider):
         chain = self._chains[request.meta["chain"]]
         self._end_chain(
             chain, failure.value.__class__.__name__, None, detail=str(failure.value), url=request.url,
-            lease=request.meta.get(LEASE),
+            lease=request.meta.get(LEASE), number=request.meta.get("page", 1),
         )
+
+    def _end_chain_filter_ignored(self, chain: Chain, foreign: dict[str, int], number: int, lease: str | None) -> None:
+        """Every item of the page contradicts the query: the API ignored a filter; nothing of it is stored."""
+        asked = ", ".join(f"{name}={chain.query.params[name]}" for name in foreign if name in chain.query.params)
+        logger.error(
+            "Chain %s: the API ignored the query's filter (%s): none of the %d items of page %d match it "
+            "(%s): none stored; the chain ends and the run will close as failed (api_filter_ignored)",
+            chain.query.key, asked, sum(foreign.values()), number, _counts(foreign),
+        )
+        chain.status = "failed"  # a later run of the job tries this chain again
+        self._filter_ignored[chain.query.key] = ", ".join(foreign)
+        stats = self.crawler.stats
+        stats.inc_value(f"api/chains/failed/{FILTER_IGNORED}")
+        stats.set_value(f"api/filter_ignored/{chain.query.key}", ", ".join(foreign))
+        self._save_state()
+        self._shared_chain_status(chain)
+        self._release(lease)
 
     def _end_chain(
         self,
@@ -399,13 +504,15 @@ class CivitaiSpider(scrapy.Spider):
         detail: str = "",
         url: str = "",
         lease: str | None = None,
+        number: int = 1,
     ) -> None:
         if response is not None:
             url = response.url
             detail = "; ".join(filter(None, [detail, f"body starts {response.body[:200]!r}"]))
+            number = response.meta.get("page", 1)
         logger.error(
-            "Chain %s: ended after %d pages: %s at %s (%s); other chains go on",
-            chain.query.key, chain.pages, reason, url, detail,
+            "Chain %s: ended at page %d: %s at %s (%s)%s",
+            chain.query.key, number, reason, url, detail, "; other chains go on" if len(self._chains) > 1 else "",
         )
         chain.status = "failed"  # a later run of the job tries this chain again
         self.crawler.stats.inc_value(f"api/chains/failed/{reason}")
@@ -433,3 +540,8 @@ class CivitaiSpider(scrapy.Spider):
     def _close(self, reason: str) -> None:
         """Close the crawl with ``reason`` (from a callback or an errback, without a traceback)."""
         deferred_from_coro(self.crawler.engine.close_spider_async(reason=reason))
+
+
+def _counts(by_name: dict[str, int]) -> str:
+    """``{"username": 3}`` -> ``"3 with another username"``, for logs."""
+    return ", ".join(f"{count} with another {name}" for name, count in by_name.items())
