@@ -22,7 +22,7 @@ PREFIXES = ("CIVITAI_", "FIELDSTATS_")
 CHOICES: dict[str, tuple[str, ...]] = {
     "CIVITAI_PROGRESS": ("auto", "bar", "log", "off"),
     "CIVITAI_IMAGE_FORMAT": ("original", "jpeg", "png"),
-    "CIVITAI_REDIS_START": ("new", "resume", "restart"),
+    "CIVITAI_REDIS_START": ("auto", "new", "resume", "restart"),
 }
 
 #: Numeric settings with bounds: (lowest, highest or None, what the bounds mean).

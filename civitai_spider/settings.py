@@ -176,10 +176,12 @@ ADDONS = {"civitai_spider.shared_crawl.addon.SharedCrawlAddon": 0}
 CIVITAI_REDIS_URL = ""
 # The crawl's name in Redis (keys civitai:<name>:*): one Redis can hold several crawls.
 CIVITAI_REDIS_CRAWL = "civitai"
-# "new": start the crawl (refused while one of that name is unfinished); "resume":
-# join or resume it (refused if there is none, or it has other arguments);
-# "restart": discard an unfinished one and start anew.
-CIVITAI_REDIS_START = "resume"
+# "auto": start the crawl, or join it if it is unfinished: every worker can be started
+# the same way, at once or later (an unfinished crawl with other arguments is refused,
+# a finished one starts anew). Explicit: "new" starts it (refused while one of that
+# name is unfinished); "resume" joins or resumes it (refused if there is none, or it
+# has other arguments); "restart" discards an unfinished one and starts anew.
+CIVITAI_REDIS_START = "auto"
 # "resume" with no crawl of that name yet waits this many seconds for a "new" worker
 # to start it (workers started together), then refuses.
 CIVITAI_REDIS_JOIN_WAIT = 60.0

@@ -41,13 +41,14 @@ def crawl_name() -> str:
     return f"t{uuid.uuid4().hex[:8]}"
 
 
-def worker_argv(server, redis_server, store: Path, crawl: str, worker: str, start: str = "resume",
+def worker_argv(server, redis_server, store: Path, crawl: str, worker: str, start: str | None = "resume",
                 *extra: str) -> list[str]:
+    """A worker's command line; ``start=None`` leaves CIVITAI_REDIS_START at its default."""
     return [
         sys.executable, "-m", "scrapy", "crawl", "civitai", "-a", "min_hearts=5",
         "-s", f"CIVITAI_API_URL={server.api_url}", "-s", f"IMAGES_STORE={store}",
         "-s", f"CIVITAI_REDIS_URL={redis_server.url}", "-s", f"CIVITAI_REDIS_CRAWL={crawl}",
-        "-s", f"CIVITAI_REDIS_START={start}", "-s", f"CIVITAI_REDIS_WORKER={worker}",
+        *(["-s", f"CIVITAI_REDIS_START={start}"] if start else []), "-s", f"CIVITAI_REDIS_WORKER={worker}",
         "-s", "CIVITAI_REDIS_WORKER_TIMEOUT=1.5", "-s", "CIVITAI_REDIS_POLL_INTERVAL=0.1",
         "-s", "CIVITAI_PAGE_LIMIT=20", "-s", "LOG_LEVEL=INFO", "-s", "CIVITAI_RETRY_BACKOFF_BASE=0.05",
         "-s", "CIVITAI_IMAGES_IN_FLIGHT=8",
@@ -221,6 +222,53 @@ def test_starting_and_resuming_are_explicit(redis_server):
     assert raised.value.reason == "redis_unreachable" and "hunter2" not in str(raised.value)
 
 
+def test_auto_starts_or_joins_in_one_step(redis_server):
+    crawl = crawl_name()
+    seeds = [("fp-1", b"page-1", 0.0), ("", b"page-2", 0.0)]  # the first page of each chain
+    first, second = shared(redis_server, crawl, "first"), shared(redis_server, crawl, "second")
+    assert first.open("auto", "fp", "args", seeds) is True  # none yet: started, seeds queued with it
+    assert first.pending() == (2, 0)
+    assert redis_server.client.smembers(first.keys.dupefilter) == {b"fp-1"}
+    assert second.open("auto", "fp", "args", seeds) is False  # unfinished, same arguments: joined
+    assert first.pending() == (2, 0)  # its seeds were not queued again
+    with pytest.raises(SharedCrawlError) as raised:
+        shared(redis_server, crawl, "third").open("auto", "fp-other", "other args", seeds)
+    assert raised.value.reason == "redis_other_arguments"
+    assert "is unfinished and has other arguments (args); this worker has other args" in str(raised.value)
+
+    while first.take_page() is not None:  # the crawl runs to its end...
+        pass
+    first.requeue_mine()
+    redis_server.client.delete(first.keys.requests)
+    assert first.mark_finished()
+    # ...and a worker started the same way starts it anew (the same or other arguments)
+    assert shared(redis_server, crawl, "fourth").open("auto", "fp", "args", seeds) is True
+    assert first.pending() == (2, 0) and first.info()["started_by"] == "fourth"
+    assert "finished" not in first.info()
+
+
+def test_workers_started_at_the_same_instant_agree_on_who_starts(redis_server):
+    import threading
+
+    for _ in range(20):
+        crawl = crawl_name()
+        workers = [shared(redis_server, crawl, f"w{n}") for n in range(4)]
+        barrier = threading.Barrier(len(workers))
+        started: list[bool] = []
+
+        def start(worker: SharedCrawl) -> None:
+            barrier.wait()
+            started.append(worker.open("auto", "fp", "args", [("fp-1", b"page-1", 0.0)]))
+
+        threads = [threading.Thread(target=start, args=(w,)) for w in workers]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(started) == [False, False, False, True]
+        assert workers[0].pending() == (1, 0)
+
+
 def test_refusals_are_clear_errors_with_exit_status_1(server, redis_server, tmp_path):
     server.load(scenario(IMAGES[:40], FILES))
     crawl = crawl_name()
@@ -229,7 +277,7 @@ def test_refusals_are_clear_errors_with_exit_status_1(server, redis_server, tmp_
     done = run_scrapy(*argv, timeout=60)
     assert done.returncode == 1, done.stderr[-3000:]
     assert "waiting for it to be started" in done.stderr  # CIVITAI_REDIS_JOIN_WAIT, then:
-    assert "No crawl named" in done.stderr and "CIVITAI_REDIS_START=new" in done.stderr
+    assert "No crawl named" in done.stderr and "CIVITAI_REDIS_START=auto" in done.stderr
     assert "Traceback" not in done.stderr
     assert server.requests("api") == []
 
@@ -248,6 +296,40 @@ def test_refusals_are_clear_errors_with_exit_status_1(server, redis_server, tmp_
 
 
 # --- workers, as processes -----------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_identical_workers_started_together_later_and_again(server, redis_server, tmp_path):
+    """Workers started the same way (no CIVITAI_REDIS_START), as a replica set or a shell loop does."""
+    server.load(scenario(IMAGES, FILES, faults=stalled_cdn(0.1)))
+    store, crawl = tmp_path / "store", crawl_name()
+    logs = [tmp_path / f"w{n}.log" for n in (1, 2, 3, 4)]
+    workers = [start_worker(worker_argv(server, redis_server, store, crawl, f"w{n}", None), logs[n - 1])
+               for n in (1, 2)]  # at once
+    wait_for(lambda: len(recorded(store)) >= 40, 60, "40 images stored", workers)
+    workers.append(start_worker(worker_argv(server, redis_server, store, crawl, "w3", None), logs[2]))  # late
+    assert [process.wait(timeout=120) for process in workers] == [0, 0, 0]
+
+    check_complete(store)
+    assert sorted(cdn_fetches(server)) == sorted(EXPECTED)  # each image downloaded once in all
+    texts = [log.read_text() for log in logs[:3]]
+    assert sum(f"Started crawl '{crawl}'" in text for text in texts[:2]) == 1, texts
+    assert sum(f"Joining crawl '{crawl}'" in text for text in texts[:2]) == 1
+    assert f"Joining crawl '{crawl}'" in texts[2] and "other live workers: w" in texts[2]
+    assert sum(stored_count(log) for log in logs[:3]) == len(EXPECTED)
+    assert all("'finish_reason': 'finished'" in text for text in texts)
+    pages = len(server.requests("api"))
+    assert pages == PAGES
+
+    # The same command once more: the crawl is finished, so it starts anew and walks the pages
+    # again, skipping every stored image.
+    again = start_worker(worker_argv(server, redis_server, store, crawl, "w4", None), logs[3])
+    assert again.wait(timeout=120) == 0
+    text = logs[3].read_text()
+    assert re.search(rf"Started crawl '{crawl}' in Redis at \S+ \(auto\); the one started \S+ had finished at", text)
+    assert stored_count(logs[3]) == 0 and len(server.requests("api")) == 2 * pages
+    assert sorted(cdn_fetches(server)) == sorted(EXPECTED)  # nothing fetched again
+    check_complete(store)
 
 
 @pytest.mark.slow

@@ -77,9 +77,19 @@ class LeasingScheduler(Scheduler):
         return deferred_from_coro(self._open(spider))
 
     async def _open(self, spider: Any) -> None:
+        # scrapy-redis's open(), without its deprecated spider.log() call: the queue and the
+        # dupefilter encode and fingerprint the first pages, queued as the crawl starts.
+        self.spider = spider
+        self.queue = load_object(self.queue_cls)(
+            server=self.server, spider=spider, key=self.queue_key % {"spider": spider.name}, serializer=self.serializer,
+        )
+        if not self.df:
+            self.df = load_object(self.dupefilter_cls).from_spider(spider)
         description = f"{spider.crawl_args!r} api={spider.api_url}"
+        seeds = [("" if request.dont_filter else self.df.request_fingerprint(request),
+                  self.queue._encode_request(request), -request.priority) for request in spider.first_pages()]
         try:
-            spider.seeds_crawl = await self._join(description)
+            spider.seeds_crawl = await self._join(description, seeds)
         except SharedCrawlError as exc:
             # Closed by WorkerLoop once the spider is open: a CloseSpider from here, before
             # the scraper is open, makes Scrapy 2.19 log a "Scraper close failure" traceback.
@@ -87,24 +97,19 @@ class LeasingScheduler(Scheduler):
             spider.seeds_crawl = False
             self.shared.refusal = exc.reason
             return
-        # scrapy-redis's open(), without its deprecated spider.log() call.
-        self.spider = spider
-        self.queue = load_object(self.queue_cls)(
-            server=self.server, spider=spider, key=self.queue_key % {"spider": spider.name}, serializer=self.serializer,
-        )
-        if not self.df:
-            self.df = load_object(self.dupefilter_cls).from_spider(spider)
+        if spider.seeds_crawl:
+            self.stats.inc_value("scheduler/enqueued/redis", len(seeds))
 
-    async def _join(self, description: str) -> bool:
-        """``SharedCrawl.open`` as CIVITAI_REDIS_START says. Workers started together:
-        ``resume`` waits up to CIVITAI_REDIS_JOIN_WAIT s for the ``new`` one to create the crawl."""
+    async def _join(self, description: str, seeds: list[tuple[str, bytes, float]]) -> bool:
+        """``SharedCrawl.open`` as CIVITAI_REDIS_START says. Workers started together with
+        ``resume`` wait up to CIVITAI_REDIS_JOIN_WAIT s for another one to create the crawl."""
         settings = self.crawler.settings
-        mode = str(settings.get("CIVITAI_REDIS_START", "resume")).strip().lower()
-        deadline = time.monotonic() + max(0.0, settings.getfloat("CIVITAI_REDIS_JOIN_WAIT", 60.0))
+        mode = str(settings.get("CIVITAI_REDIS_START")).strip().lower()
+        deadline = time.monotonic() + max(0.0, settings.getfloat("CIVITAI_REDIS_JOIN_WAIT"))
         fingerprint = arguments_fingerprint(description)
         while True:
             try:
-                return self.shared.open(mode, fingerprint, description)
+                return self.shared.open(mode, fingerprint, description, seeds)
             except SharedCrawlError as exc:
                 if exc.reason != "redis_no_crawl" or time.monotonic() >= deadline:
                     raise

@@ -32,6 +32,7 @@ import secrets
 import socket
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -157,6 +158,36 @@ return 'mine'
 """
 
 
+# KEYS: info, requests, leases, dupefilter, owners, claims, done, chains. ARGV: mode ('auto',
+# 'new', 'restart'), arguments fingerprint, arguments, now, worker id, then (fingerprint, request
+# data, score) for each first page. Starting a crawl and queuing its first pages is one step, so
+# that "nothing queued and nothing leased" always means finished. With 'auto' the step also
+# decides, so that workers started at the same instant agree: 'join' an unfinished crawl with
+# these arguments ('other' if it has other arguments), or start one: 'start' (none yet) or
+# 'anew' (the last one is finished). 'new' refuses an unfinished crawl ('exists').
+START_SCRIPT = """
+local fingerprint = redis.call('HGET', KEYS[1], 'fingerprint')
+local pending = redis.call('ZCARD', KEYS[2]) + redis.call('HLEN', KEYS[3])
+local outcome = 'start'
+if fingerprint then
+  outcome = 'anew'
+  if pending > 0 and ARGV[1] == 'auto' then
+    if fingerprint ~= ARGV[2] then return 'other' end
+    return 'join'
+  end
+  if pending > 0 and ARGV[1] == 'new' then return 'exists' end
+end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8])
+redis.call('HSET', KEYS[1], 'fingerprint', ARGV[2], 'arguments', ARGV[3], 'state', 'running',
+           'started', ARGV[4], 'started_by', ARGV[5])
+for i = 6, #ARGV, 3 do
+  redis.call('ZADD', KEYS[2], ARGV[i + 2], ARGV[i + 1])
+  if ARGV[i] ~= '' then redis.call('SADD', KEYS[4], ARGV[i]) end
+end
+return outcome
+"""
+
+
 class SharedCrawl:
     """One worker's handle on the shared crawl: its Redis connection, its id and its leases."""
 
@@ -182,6 +213,7 @@ class SharedCrawl:
         self._requeue = server.register_script(REQUEUE_SCRIPT)
         self._reap = server.register_script(REAP_SCRIPT)
         self._claim = server.register_script(CLAIM_SCRIPT)
+        self._start = server.register_script(START_SCRIPT)
 
     @classmethod
     def for_crawler(cls, crawler: Crawler) -> SharedCrawl | None:
@@ -211,10 +243,16 @@ class SharedCrawl:
 
     # --- the crawl as a whole ----------------------------------------------------
 
-    def open(self, mode: str, fingerprint: str, description: str) -> bool:
-        """Start (``new``/``restart``) or join (``resume``) the crawl; True if this worker seeds it.
+    def open(self, mode: str, fingerprint: str, description: str,
+             seeds: Sequence[tuple[str, bytes, float]] = ()) -> bool:
+        """Start or join the crawl as ``mode`` says; True if this worker started it.
 
-        Raises ``SharedCrawlError`` when the crawl cannot be used as asked.
+        ``auto`` joins an unfinished crawl with the same arguments and starts one
+        otherwise (none yet, or the last one finished); ``new`` starts one (refused
+        while one is unfinished), ``restart`` discards any and starts one, ``resume``
+        only joins. Starting queues ``seeds``, the first page of each chain as
+        (fingerprint, request data, score), in the same step. Raises
+        ``SharedCrawlError`` when the crawl cannot be used as asked.
         """
         if mode not in START_MODES:
             raise SharedCrawlError("redis_bad_start", f"CIVITAI_REDIS_START must be one of {', '.join(START_MODES)}, got {mode!r}")
@@ -224,55 +262,69 @@ class SharedCrawl:
         except RedisError as exc:  # ConnectionError, TimeoutError, AuthenticationError...
             raise SharedCrawlError("redis_unreachable", f"Cannot reach Redis at {redacted(self.url)}: {exc}") from None
         self.heartbeat()
-        info = {k.decode(): v.decode() for k, v in self.server.hgetall(keys.info).items()}
-        pending = self.pending()
+        before = self.info()
         if mode == "resume":
-            if not info:
+            if not before:
                 raise SharedCrawlError(
                     "redis_no_crawl",
                     f"No crawl named {self.crawl!r} in Redis at {redacted(self.url)}: start one with "
-                    "-s CIVITAI_REDIS_START=new (one worker), then start the others with resume",
+                    "-s CIVITAI_REDIS_START=auto (or new)",
                 )
-            if info.get("fingerprint") != fingerprint:
+            if before.get("fingerprint") != fingerprint:
                 raise SharedCrawlError(
                     "redis_other_arguments",
-                    f"Crawl {self.crawl!r} in Redis was started with other arguments ({info.get('arguments')}); "
+                    f"Crawl {self.crawl!r} in Redis was started with other arguments ({before.get('arguments')}); "
                     f"this worker has {description}. Use the same arguments, or another CIVITAI_REDIS_CRAWL name",
                 )
-            if info.get("state") == "finished" and not any(pending):
-                logger.info(
-                    "Crawl %r finished at %s: nothing to do (start another with -s CIVITAI_REDIS_START=new)",
-                    self.crawl, info.get("finished"),
-                )
+            if not any(self.pending()):
+                logger.info("Crawl %r finished at %s: nothing to do (start another with -s CIVITAI_REDIS_START=auto)",
+                            self.crawl, before.get("finished"))
             else:
-                others = [w for w in self.live_workers() if w != self.worker]
-                logger.info(
-                    "Joining crawl %r (started %s by %s): %d pages queued, %d being worked on; other live workers: %s",
-                    self.crawl, info.get("started"), info.get("started_by"), *pending, ", ".join(others) or "none",
-                )
+                self._log_joining()
             self.joined = True
             return False
-        if mode == "new" and info and any(pending):
+        args: list[Any] = [mode, fingerprint, description, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), self.worker]
+        for seed in seeds:
+            args.extend(seed)
+        got = self._start(keys=[keys.info, keys.requests, keys.leases, keys.dupefilter, keys.owners, keys.claims,
+                                keys.done, keys.chains], args=args)
+        outcome = got.decode() if isinstance(got, bytes) else str(got)
+        if outcome == "other":
+            raise SharedCrawlError(
+                "redis_other_arguments",
+                f"Crawl {self.crawl!r} in Redis is unfinished and has other arguments ({self.info().get('arguments')}); "
+                f"this worker has {description}. Use the same arguments, another CIVITAI_REDIS_CRAWL name, or "
+                "-s CIVITAI_REDIS_START=restart to discard it",
+            )
+        if outcome == "exists":
+            queued, leased = self.pending()
             raise SharedCrawlError(
                 "redis_crawl_exists",
-                f"Crawl {self.crawl!r} in Redis is not finished ({pending[0]} pages queued, {pending[1]} being "
-                "worked on): resume it with -s CIVITAI_REDIS_START=resume, or discard it with "
+                f"Crawl {self.crawl!r} in Redis is not finished ({queued} pages queued, {leased} being "
+                "worked on): join it with -s CIVITAI_REDIS_START=auto (or resume), or discard it with "
                 "-s CIVITAI_REDIS_START=restart",
             )
-        stale = [keys.requests, keys.dupefilter, keys.leases, keys.owners, keys.claims, keys.done, keys.chains, keys.info]
-        pipe = self.server.pipeline()
-        pipe.delete(*stale)
-        pipe.hset(keys.info, mapping={
-            "fingerprint": fingerprint,
-            "arguments": description,
-            "state": "running",
-            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "started_by": self.worker,
-        })
-        pipe.execute()
-        logger.info("Started crawl %r in Redis at %s (%s)", self.crawl, redacted(self.url), mode)
         self.joined = True
+        if outcome == "join":
+            self._log_joining()
+            return False
+        earlier = ""
+        if outcome == "anew":
+            earlier = (f"; the one started {before.get('started')} "
+                       + (f"had finished at {before.get('finished')}" if before.get("finished") else "was discarded"))
+        logger.info("Started crawl %r in Redis at %s (%s)%s", self.crawl, redacted(self.url), mode, earlier)
         return True
+
+    def info(self) -> dict[str, str]:
+        return {k.decode(): v.decode() for k, v in self.server.hgetall(self.keys.info).items()}
+
+    def _log_joining(self) -> None:
+        info = self.info()
+        others = [w for w in self.live_workers() if w != self.worker]
+        logger.info(
+            "Joining crawl %r (started %s by %s): %d pages queued, %d being worked on; other live workers: %s",
+            self.crawl, info.get("started"), info.get("started_by"), *self.pending(), ", ".join(others) or "none",
+        )
 
     def pending(self) -> tuple[int, int]:
         """(pages queued, pages leased), read together."""

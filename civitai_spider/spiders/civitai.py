@@ -202,9 +202,12 @@ class CivitaiSpider(scrapy.Spider):
         state = getattr(self, "state", None)  # set by Scrapy's SpiderState when JOBDIR is on
         saved = state.get("chains", {}) if isinstance(state, dict) and self.shared is None else {}
         stats = self.crawler.stats
-        if self.shared is not None and not self.seeds_crawl:
-            for query in self.crawl_args.queries:  # pages of every chain may come to this worker
-                self._chains[query.key] = Chain(query)
+        if self.shared is not None:
+            # The first pages were queued with the crawl (first_pages); pages of every chain may
+            # come to this worker.
+            if self.seeds_crawl:
+                stats.inc_value("api/chains/started", len(self.crawl_args.queries))
+                logger.info("Chains started: %s", ", ".join(q.key for q in self.crawl_args.queries))
             return
         for query in self.crawl_args.queries:
             chain = Chain.restore(query, saved[query.key]) if query.key in saved else Chain(query)
@@ -224,6 +227,12 @@ class CivitaiSpider(scrapy.Spider):
                 logger.info("Chain %s: starting", query.key)
             yield self.page_request(query.key, chain.next_cursor, chain.next_page)
         self._save_state(force=True)
+
+    def first_pages(self) -> list[Request]:
+        """A shared crawl's first page of every chain, queued in Redis as the crawl starts."""
+        for query in self.crawl_args.queries:
+            self._chains.setdefault(query.key, Chain(query))
+        return [self.page_request(query.key, None, 1) for query in self.crawl_args.queries]
 
     def page_request(self, chain_key: str, cursor: str | None, page: int, floor: int | None = None) -> Request:
         """The request for page ``page`` of a chain; ``floor`` is its early-stop floor (default: the chain's plan)."""
