@@ -1,9 +1,11 @@
 """Downloader middlewares: the API key at download time, and retries with backoff.
 
-``ApiKeyMiddleware`` puts ``Authorization: Bearer <key>`` on a request to the API
-host while it is downloaded and takes it off again on the way back, before any
-other middleware (retry, redirect) can copy the request back to the scheduler:
-JOBDIR and Redis pickle scheduled requests, so the key must never be on one.
+``ApiKeyMiddleware`` puts ``Authorization: Bearer <key>`` on an API page request
+(one the spider marked ``API_PAGE`` in its meta, still bound for the API's origin)
+while it is downloaded, and takes it off again on the way back, before any other
+middleware (retry, redirect) can copy the request back to the scheduler: JOBDIR
+and Redis pickle scheduled requests, so the key must never be on one. Image
+requests never carry it, even when a proxy or a mirror serves both from one host.
 
 ``BackoffRetryMiddleware`` is Scrapy's ``RetryMiddleware`` (same settings, same
 ``retry/*`` stats) that waits before each retry: exponential backoff, or the
@@ -31,6 +33,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: Request meta key of the API page requests (the spider sets it): the only requests that get the key.
+API_PAGE = "civitai_api_page"
+
 
 def _origin(url: str) -> tuple[str, str, int | None]:
     parts = urlsplit(url)
@@ -38,7 +43,7 @@ def _origin(url: str) -> tuple[str, str, int | None]:
 
 
 class ApiKeyMiddleware:
-    """Adds the Civitai API key to requests for the API's origin, and only to those."""
+    """Adds the Civitai API key to API page requests for the API's origin, and only to those."""
 
     def __init__(self, crawler: Crawler) -> None:
         settings = crawler.settings
@@ -55,7 +60,7 @@ class ApiKeyMiddleware:
         return cls(crawler)
 
     def process_request(self, request: Request, spider: Any = None) -> None:
-        if _origin(request.url) == self._api_origin:
+        if request.meta.get(API_PAGE) and _origin(request.url) == self._api_origin:
             request.headers[b"Authorization"] = self._authorization
 
     def process_response(self, request: Request, response: Response, spider: Any = None) -> Response:

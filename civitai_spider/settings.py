@@ -16,7 +16,8 @@ COMMANDS_MODULE = "civitai_spider.commands"
 # the NSFW one (README "Which site"). Point it at a local stand-in for offline runs and tests.
 CIVITAI_API_URL = "https://civitai.com/api/v1/images"
 # API key; when empty, taken from the CIVITAI_API_KEY environment variable.
-# Sent only to the API host, as "Authorization: Bearer", at download time.
+# Sent only on API page requests (never on image requests, whatever their host),
+# as "Authorization: Bearer", at download time.
 CIVITAI_API_KEY = ""
 # Items per API page (1..200; the API allows up to 200).
 CIVITAI_PAGE_LIMIT = 200

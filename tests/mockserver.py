@@ -20,7 +20,8 @@ order); other sorts, and every sort with ``unsorted``, serve the scenario's
 order. ``ignore_params`` makes the API
 drop those parameters silently (the global feed comes back). An image's
 ``_cdn`` host puts its file on that host name (``image-b2.*`` with the b2 path),
-for crawls that map Civitai's names to 127.0.0.1.
+for crawls that map Civitai's names to 127.0.0.1; ``cdn_on_api`` serves the files
+from the API's own listener (one origin for both, as a proxy or a mirror has).
 
 Run it (from the repository root)::
 
@@ -237,6 +238,7 @@ class MockState:
         self.nested_meta = False
         self.ignore_params: set[str] = set()
         self.unsorted = False
+        self.cdn_on_api = False
         self.max_limit = 200
         self.log: list[dict[str, Any]] = []
 
@@ -251,13 +253,14 @@ class MockState:
         bytes and win), ``faults``, ``nested_meta`` (bool: meta always nested, an
         older shape), ``ignore_params`` (parameters the API drops silently),
         ``unsorted`` (bool: the search index serves the scenario's order whatever the sort),
+        ``cdn_on_api`` (bool: image URLs on the API's listener, which serves them too),
         ``max_limit`` (int). Private image keys also: ``_aiNsfwLevel`` (int),
         ``_cdn`` (a host name for the image URL).
         """
         if not isinstance(scenario, dict):
             raise ScenarioError("scenario must be a JSON object")
         unknown = set(scenario) - {"images", "files", "faults", "nested_meta", "ignore_params", "unsorted",
-                                   "max_limit"}
+                                   "cdn_on_api", "max_limit"}
         if unknown:
             raise ScenarioError(f"unknown scenario keys: {sorted(unknown)}")
         blobs: dict[str, bytes] = {}
@@ -296,6 +299,7 @@ class MockState:
             raise ScenarioError("ignore_params must be a list of parameter names")
         self.ignore_params = set(ignore)
         self.unsorted = bool(scenario.get("unsorted", False))
+        self.cdn_on_api = bool(scenario.get("cdn_on_api", False))
         self.max_limit = max_limit
         self.log = []
 
@@ -446,7 +450,8 @@ class MockState:
             return image.public
         item = dict(image.public)
         if "url" not in item:
-            root, path = self.cdn_root, f"/{CDN_KEY}/{image.uuid}/original=true/{image.uuid}.jpeg"
+            root = self.api_root if self.cdn_on_api else self.cdn_root
+            path = f"/{CDN_KEY}/{image.uuid}/original=true/{image.uuid}.jpeg"
             if image.cdn_host:
                 root = f"http://{image.cdn_host}:{self.cdn_root.rsplit(':', 1)[1]}"
                 if image.cdn_host.startswith("image-b2."):
@@ -499,11 +504,11 @@ class MockResource(Resource):
         gone: list[bool] = []
         request.notifyFinish().addErrback(lambda _: gone.append(True))
         answer: Callable[[Fault | None], Reply]
-        if self.kind == "api":
-            answer, context = self.api(request, entry)
+        if self.kind == "api" and not (self.state.cdn_on_api and CDN_PATH.match(path)):
+            answer, context, kind = *self.api(request, entry), "api"
         else:
-            answer, context = self.cdn(path)
-        fault = self.state.take_fault(self.kind, context)
+            answer, context, kind = *self.cdn(path), "cdn"
+        fault = self.state.take_fault(kind, context)
         entry["fault"] = fault.action if fault else None
         if fault is None or fault.action in ("empty", "loop"):
             self.send(request, answer(fault), entry)

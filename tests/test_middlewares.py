@@ -50,6 +50,24 @@ async def test_key_goes_to_the_api_only_and_is_never_stored_or_logged(server, tm
 
 
 @pytest_twisted.ensureDeferred
+async def test_the_key_goes_on_api_pages_only_when_images_share_the_apis_host(server, tmp_path):
+    # A proxy, a mirror or a stand-in: one origin serves the API and the images.
+    server.load(scenario([api_image(i, file="jpeg") for i in range(1, 61)], {"jpeg": image_bytes("JPEG")},
+                         cdn_on_api=True,
+                         faults=[{"server": "cdn", "match": {"image_id": 7}, "action": "status", "status": 503}]))
+
+    result = await run_crawl(server, {"IMAGES_STORE": str(tmp_path), "CIVITAI_API_KEY": KEY, "CIVITAI_PAGE_LIMIT": 20})
+
+    assert len(result.ids) == 60
+    on_api_host = server.requests("api")
+    pages = [r for r in on_api_host if r["path"] == "/api/v1/images"]
+    images = [r for r in on_api_host if r["path"] != "/api/v1/images"]
+    assert server.requests("cdn") == [] and len(images) == 61  # every image from the API's host (7 twice)
+    assert len(pages) == 3 and all(r["headers"].get("authorization") == f"Bearer {KEY}" for r in pages)
+    assert [r for r in images if "authorization" in r["headers"]] == []
+
+
+@pytest_twisted.ensureDeferred
 async def test_no_key_no_header(server, tmp_path, monkeypatch):
     monkeypatch.delenv("CIVITAI_API_KEY", raising=False)
     server.load(scenario([api_image(1)]))

@@ -67,6 +67,7 @@ from civitai_spider.arguments import CrawlArguments, Query, parse_arguments
 from civitai_spider.done_ids import IdSet
 from civitai_spider.exceptions import RetryLater
 from civitai_spider.items import API_FIELDS, CivitaiImage
+from civitai_spider.middlewares import API_PAGE
 from civitai_spider.shared_crawl.scheduler import FROM_LEASE, LEASE
 from civitai_spider.shared_crawl.state import SharedCrawl
 from civitai_spider.atomic_files import write_atomically
@@ -248,6 +249,7 @@ class CivitaiSpider(scrapy.Spider):
             # shared dupefilter is what drops a page asked for twice.
             dont_filter=self.shared is None,
             meta={
+                API_PAGE: True,  # the API key goes on this request (and on no other)
                 "chain": chain_key,
                 "cursor": cursor,
                 "page": page,
