@@ -9,7 +9,10 @@ requests never carry it, even when a proxy or a mirror serves both from one host
 
 ``BackoffRetryMiddleware`` is Scrapy's ``RetryMiddleware`` (same settings, same
 ``retry/*`` stats) that waits before each retry: exponential backoff, or the
-server's ``Retry-After`` when that is longer.
+server's ``Retry-After`` when that is longer. An API page answered 200 with a
+body that is not a page of images (a Cloudflare or maintenance HTML page) is
+retried the same way (``retry/reason_count/api_invalid_json``); a good one is
+parsed once, here, and handed to the spider in the request's meta (``PAGE``).
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from scrapy.exceptions import NotConfigured
 from scrapy.utils.asyncio import sleep
 from scrapy.utils.response import response_status_message
 
+from civitai_spider import api
+
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
     from scrapy.http import Request, Response
@@ -35,6 +40,8 @@ logger = logging.getLogger(__name__)
 
 #: Request meta key of the API page requests (the spider sets it): the only requests that get the key.
 API_PAGE = "civitai_api_page"
+#: Request meta key under which the retry middleware hands the parsed ``api.Page`` to the spider.
+PAGE = "civitai_page"
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:
@@ -106,9 +113,19 @@ class BackoffRetryMiddleware(RetryMiddleware):
     async def process_response(  # type: ignore[override]
         self, request: Request, response: Response, spider: Any = None
     ) -> Request | Response:
-        if request.meta.get("dont_retry", False) or response.status not in self.retry_http_codes:
+        if request.meta.get("dont_retry", False):
             return response
-        retry = self._retry(request, response_status_message(response.status))
+        if response.status in self.retry_http_codes:
+            reason = response_status_message(response.status)
+        elif response.status == 200 and request.meta.get(API_PAGE):
+            try:
+                request.meta[PAGE] = api.parse_page(response.body)
+                return response
+            except api.PageError:
+                reason = "api_invalid_json"  # the spider reads the body again once the retries are spent
+        else:
+            return response
+        retry = self._retry(request, reason)
         if retry is None:
             return response
         wait = self.delay(retry.meta["retry_times"], retry_after_seconds(response.headers.get("Retry-After")))

@@ -83,3 +83,22 @@ def test_retry_after_parsing():
     assert retry_after_seconds(b"Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == 10.0
     assert retry_after_seconds(b"soon") is None
     assert retry_after_seconds(None) is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_api_page_that_is_not_json_is_retried_with_the_same_backoff_as_a_503(server, caplog):
+    # A Cloudflare error page (HTML, status 200) three times, then the page.
+    server.load(scenario([api_image(i) for i in range(1, 301)], faults=[
+        {"server": "api", "match": {"page": 2}, "action": "html", "times": 3}]))
+    settings = {"ITEM_PIPELINES": {}, "CIVITAI_RETRY_BACKOFF_BASE": 0.4, "RETRY_TIMES": 5}
+
+    result = await run_crawl(server, settings)
+
+    assert len(result.ids) == 300
+    page_2 = [r for r in server.requests("api") if "cursor" in r["query"]]
+    assert [r["fault"] for r in page_2] == ["html", "html", "html", None]
+    gaps = [later["time"] - earlier["time"] for earlier, later in zip(page_2, page_2[1:])]
+    assert gaps[0] >= 0.4 and gaps[1] >= 0.8 and gaps[2] >= 1.6, gaps  # 0.4 * 2 ** (n - 1)
+    assert result.stats["retry/reason_count/api_invalid_json"] == 3
+    assert result.stats["retry/backoff_seconds"] == pytest.approx(0.4 + 0.8 + 1.6)
+    assert not [r for r in caplog.records if r.levelname == "WARNING" and "meta" in r.getMessage().lower()]

@@ -55,7 +55,6 @@ from urllib.parse import urlsplit
 import scrapy
 from redis.exceptions import RedisError
 from scrapy import signals
-from scrapy.downloadermiddlewares.retry import get_retry_request
 from scrapy.exceptions import CloseSpider
 from scrapy.http import Request, Response
 from scrapy.utils.defer import deferred_from_coro
@@ -67,7 +66,7 @@ from civitai_spider.arguments import CrawlArguments, Query, parse_arguments
 from civitai_spider.done_ids import IdSet
 from civitai_spider.exceptions import RetryLater
 from civitai_spider.items import API_FIELDS, CivitaiImage
-from civitai_spider.middlewares import API_PAGE
+from civitai_spider.middlewares import API_PAGE, PAGE
 from civitai_spider.shared_crawl.scheduler import FROM_LEASE, LEASE
 from civitai_spider.shared_crawl.state import SharedCrawl
 from civitai_spider.atomic_files import write_atomically
@@ -276,15 +275,13 @@ class CivitaiSpider(scrapy.Spider):
         if response.status != 200:
             self._end_chain(chain, f"http_{response.status}", response, lease=lease)
             return
-        try:
-            page = api.parse_page(response.body)
-        except api.PageError as exc:
-            retry = get_retry_request(response.request, spider=self, reason="api_invalid_json")
-            if retry is not None:
-                yield retry  # a leased page: the scheduler queues it and drops the lease
-            else:
+        page = response.meta.pop(PAGE, None)  # parsed by the retry middleware, which retries a bad one
+        if page is None:
+            try:
+                page = api.parse_page(response.body)
+            except api.PageError as exc:  # still not a page after every retry
                 self._end_chain(chain, "invalid_json", response, detail=str(exc), lease=lease)
-            return
+                return
 
         stats = self.crawler.stats
         number = response.meta.get("page", 1)
