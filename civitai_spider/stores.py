@@ -30,6 +30,8 @@ during the run, closed at the end. ``open_record`` picks the kind for the store:
 
 from __future__ import annotations
 
+import importlib.util
+
 import logging
 import os
 import secrets
@@ -488,11 +490,38 @@ STORE_SCHEMES: dict[str, type[Any]] = {
 }
 
 
+#: What each object-store scheme needs installed: (module, the pip package that has it).
+STORE_MODULES = {"s3": ("botocore", "botocore"), "gs": ("google.cloud.storage", "google-cloud-storage")}
+
+
+def store_scheme(uri: str) -> str:
+    return "file" if Path(uri).is_absolute() else urlparse(uri).scheme
+
+
+def store_problem(uri: str) -> str | None:
+    """Why ``uri`` cannot be used as IMAGES_STORE here (a scheme we have no store for, or a
+    package its store needs that is not installed), or None."""
+    if not uri.strip():
+        return "IMAGES_STORE is empty: give a path, file://, s3:// or gs://"
+    scheme = store_scheme(uri)
+    if scheme not in STORE_SCHEMES:
+        return f"IMAGES_STORE={uri!r} is not a store this project can write: use a path, file://, s3:// or gs://"
+    module, package = STORE_MODULES.get(scheme, (None, None))
+    if module is not None:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:  # a parent package (google) is missing
+            found = False
+        if not found:
+            return f"IMAGES_STORE={uri!r} needs the {package} package, which is not installed: pip install {package}"
+    return None
+
+
 def open_store(uri: str, settings: BaseSettings) -> FilesStoreProtocol:
     """The store for ``uri`` as the images pipeline opens it (same credentials, ACLs, atomicity)."""
+    problem = store_problem(uri)
+    if problem:
+        raise ValueError(problem)
     # Scrapy configures its S3/GCS store classes from settings (AWS_*, GCS_*, *_ACL) here.
     ImagesPipeline._update_stores(settings)
-    scheme = "file" if Path(uri).is_absolute() else urlparse(uri).scheme
-    if scheme not in STORE_SCHEMES:
-        raise ValueError(f"unsupported store {uri!r}: use a path, file://, s3:// or gs://")
-    return STORE_SCHEMES[scheme](uri)
+    return STORE_SCHEMES[store_scheme(uri)](uri)

@@ -249,6 +249,48 @@ def test_a_store_that_cannot_be_written_stops_the_crawl_with_a_clear_error(serve
     assert server.requests() == []  # stopped before walking
 
 
+@pytest.mark.parametrize(("uri", "problem"), [
+    ("civitai-images", None), ("/data/civitai", None), ("file:///data/civitai", None), ("s3://bucket/p/", None),
+    ("ftp://host/p", "IMAGES_STORE='ftp://host/p' is not a store this project can write: use a path, file://, s3:// or gs://"),
+    ("http://host/p", "IMAGES_STORE='http://host/p' is not a store this project can write"),
+    ("", "IMAGES_STORE is empty: give a path, file://, s3:// or gs://"),
+])
+def test_store_problem(uri, problem):
+    from civitai_spider.stores import store_problem
+
+    found = store_problem(uri)
+    assert found == problem if problem is None else found.startswith(problem)
+
+
+def test_gs_without_its_package_names_what_to_install(monkeypatch):
+    import importlib.util
+
+    from civitai_spider.stores import store_problem
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name.startswith("google") else real(name, *a))
+    assert store_problem("gs://bucket/p/") == ("IMAGES_STORE='gs://bucket/p/' needs the google-cloud-storage package, "
+                                               "which is not installed: pip install google-cloud-storage")
+
+
+@pytest.mark.parametrize("uri", ["ftp://host/path", "gs://bucket/prefix/"])
+def test_a_store_uri_that_cannot_be_used_is_a_usage_error(server, uri):
+    import importlib.util
+
+    from tests.support import run_scrapy
+
+    if uri.startswith("gs") and importlib.util.find_spec("google") and importlib.util.find_spec("google.cloud.storage"):
+        pytest.skip("google-cloud-storage is installed here: gs:// can be used")
+    done = run_scrapy("crawl", "civitai", "-s", f"CIVITAI_API_URL={server.api_url}", "-s", f"IMAGES_STORE={uri}")
+
+    assert done.returncode == 2
+    errors = [line for line in done.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and f"IMAGES_STORE={uri!r}" in errors[0], done.stderr
+    assert "Traceback" not in done.stderr
+    assert server.requests() == []
+
+
 @pytest.fixture
 def small_disk(tmp_path):
     """A 256 KB tmpfs: a real disk that fills up (ENOSPC), enlarged later with a remount."""

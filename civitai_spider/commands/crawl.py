@@ -4,8 +4,9 @@ A bad argument becomes Scrapy's ``UsageError``: one ``error:`` line naming the
 argument and what it accepts, exit status 2, no traceback and no request.
 Spiders opt in with a ``check_arguments(kwargs)`` classmethod.
 
-A setting of ours with a value it cannot take (``civitai_spider.setting_checks``) and
-a ``CIVITAI_REDIS_URL`` that is not a Redis URL are usage errors too (exit 2).
+A setting of ours with a value it cannot take (``civitai_spider.setting_checks``), an
+``IMAGES_STORE`` this project cannot write (another scheme, or ``gs://`` without its
+package) and a ``CIVITAI_REDIS_URL`` that is not a Redis URL are usage errors too (exit 2).
 A crawl that closes with one of ``FAILED_REASONS`` (the API refusing the key or
 unreachable from the first page, a store that cannot be written) exits with 1.
 """
@@ -24,6 +25,7 @@ from civitai_spider.arguments import ArgumentError
 from civitai_spider.extensions.summary import FAILED_REASONS
 from civitai_spider.setting_checks import SettingError, check_settings
 from civitai_spider.shared_crawl.state import redacted, redis_url
+from civitai_spider.stores import store_problem
 
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 
@@ -48,6 +50,9 @@ class Command(ScrapyCrawlCommand):
             check_settings(self.settings, project_defaults)
         except SettingError as exc:
             raise UsageError(str(exc), print_help=False) from None
+        problem = store_problem(str(self.settings.get("IMAGES_STORE") or ""))
+        if problem:
+            raise UsageError(problem, print_help=False)
         url = redis_url(self.settings)
         if url and urlsplit(url).scheme not in REDIS_SCHEMES:
             raise UsageError(
