@@ -22,7 +22,14 @@ white); a file already in that format and mode is still kept byte for byte.
 
 Generation data survives conversion: a PNG ``parameters`` text (A1111) goes into
 the PNG again, or into EXIF UserComment ("UNICODE\\0" + UTF-16BE, as A1111 writes
-it) of a JPEG. Videos (MP4, WebM) are stored byte for byte, without Pillow.
+it) of a JPEG. Videos (MP4, WebM) are stored byte for byte, without Pillow. An
+ISO-BMFF file (``ftyp``) is a video only with a movie box (``moov``/``moof``); one
+with an image brand (HEIF ``heic``/``mif1``..., AVIF ``avif``/``avis``) is an
+image, converted as above: AVIF by Pillow itself, HEIF through pillow-heif when it
+is installed; what cannot be told or decoded is ``unsupported_format``.
+
+An animated PNG is kept as served only when its frames decode (checked up to
+twice ``max_pixels`` of frames); one with broken frame chunks keeps its first frame.
 
 Decompression bombs are checked here on the header's size, before any decode:
 over ``max_pixels`` the image is kept with a warning, over twice that it is
@@ -86,12 +93,64 @@ class StoredImage:
         return CONTENT_TYPES[self.ext]
 
 
+#: ISO-BMFF brands of still images and image sequences (HEIF, AVIF, MIAF): never stored as .mp4.
+IMAGE_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"mif2", b"msf1", b"miaf",
+                b"avif", b"avis", b"avio"}
+
+
+def iso_bmff(data: bytes) -> tuple[str, str] | None:
+    """For an ISO-BMFF file (``ftyp`` first): ("video" | "image" | "unknown" | "truncated", major brand).
+
+    Walks the top-level box headers only: an image major brand makes an image (an
+    image sequence has a movie box too); else a movie box (``moov``, or ``moof`` when
+    fragmented) makes a video; else an image among the compatible brands makes an
+    image; a box running past the end makes a file cut short.
+    """
+    if data[4:8] != b"ftyp":
+        return None
+    major = data[8:12]
+    brands = {major} | {data[i:i + 4] for i in range(16, min(int.from_bytes(data[:4], "big"), len(data)) - 3, 4)}
+    boxes, pos, cut = set(), 0, False
+    while pos + 8 <= len(data) and len(boxes) < 64:
+        size = int.from_bytes(data[pos:pos + 4], "big")
+        kind = data[pos + 4:pos + 8]
+        if size == 1 and pos + 16 <= len(data):  # a 64-bit size follows
+            size = int.from_bytes(data[pos + 8:pos + 16], "big")
+        elif size == 0:  # to the end of the file
+            size = len(data) - pos
+        boxes.add(kind)
+        if size < 8 or pos + size > len(data):
+            cut = size >= 8
+            break
+        pos += size
+    brand = major.decode("latin-1").strip() or "?"
+    if major in IMAGE_BRANDS:  # image sequences (avis, msf1) carry a movie box too
+        return "image", brand
+    if boxes & {b"moov", b"moof"}:
+        return "video", brand
+    if brands & IMAGE_BRANDS:
+        return "image", brand
+    return ("truncated" if cut else "unknown"), brand
+
+
 def sniff_video(data: bytes) -> str | None:
-    if data[4:8] == b"ftyp":
-        return "mp4"
+    """The video container of these bytes ("mp4", "webm"), or None."""
+    found = iso_bmff(data)
+    if found is not None:
+        return "mp4" if found[0] == "video" else None
     if data[:4] == b"\x1a\x45\xdf\xa3":
         return "webm"
     return None
+
+
+def _heif_plugin() -> bool:
+    """Register pillow-heif's HEIF opener with Pillow, if it is installed (idempotent)."""
+    try:
+        import pillow_heif
+    except ImportError:
+        return False
+    pillow_heif.register_heif_opener()
+    return True
 
 
 def generation_text(image: Image.Image) -> str | None:
@@ -187,7 +246,25 @@ def _shown_as_stored(image: Image.Image) -> bool:
         return False
 
 
-def _keep_as_served(image: Image.Image, data: bytes, policy: ImagePolicy) -> bool:
+def _frames_decode(data: bytes, policy: ImagePolicy) -> bool:
+    """Every frame of an animated PNG decodes, up to twice ``max_pixels`` of frames (the
+    rest unchecked); False if one does not (Pillow's ``verify()`` passes broken frame chunks)."""
+    budget = 2 * policy.max_pixels if policy.max_pixels else None
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            for frame in range(image.n_frames):
+                if budget is not None:
+                    budget -= image.width * image.height
+                    if budget < 0:
+                        break
+                image.seek(frame)
+                image.load()
+    except Exception:  # decoders raise many types on damaged files
+        return False
+    return True
+
+
+def _keep_as_served(image: Image.Image, data: bytes, policy: ImagePolicy, notes: list[str]) -> bool:
     fmt = image.format
     if fmt == "JPEG" and image.mode in ("RGB", "L"):
         wanted = policy.format in ("original", "jpeg")
@@ -201,6 +278,9 @@ def _keep_as_served(image: Image.Image, data: bytes, policy: ImagePolicy) -> boo
         return False
     if fmt == "WEBP":
         return True  # _webp_intact() passed before it was opened
+    if fmt == "PNG" and getattr(image, "is_animated", False) and not _frames_decode(data, policy):
+        notes.append("broken_animation")
+        return False  # converted: its first frame, as a still PNG
     try:
         if fmt == "JPEG":
             if not _jpeg_ends_cleanly(data):  # trailing junk, or cut short: decoding tells which
@@ -296,6 +376,7 @@ def _encode(
 
 
 def _convert(image: Image.Image, policy: ImagePolicy, notes: list[str]) -> tuple[bytes, str, Image.Image]:
+    lossless_source = image.format == "PNG"  # (an APNG's first frame): stays PNG under "original"
     if getattr(image, "is_animated", False):
         notes.append("animated_first_frame")
         image.seek(0)
@@ -312,7 +393,7 @@ def _convert(image: Image.Image, policy: ImagePolicy, notes: list[str]) -> tuple
         exif.pop(0x0112, None)  # Orientation, already applied
 
     alpha = _has_alpha(image)
-    target = policy.format if policy.format in ("jpeg", "png") else ("png" if alpha else "jpeg")
+    target = policy.format if policy.format in ("jpeg", "png") else ("png" if alpha or lossless_source else "jpeg")
     if target == "png":
         if alpha:
             keep = image.mode if image.mode in ("RGBA", "LA") else "RGBA"
@@ -346,12 +427,23 @@ def process_image(data: bytes, policy: ImagePolicy) -> StoredImage:
     if video:
         return StoredImage(data=data, ext=video, source_format=video.upper(), checksum=hashlib.md5(data).hexdigest(),
                            size=len(data))
+    container = iso_bmff(data)
+    if container is not None:
+        kind, brand = container
+        if kind == "truncated":
+            raise ImageRejected("truncated", f"ISO-BMFF file (brand {brand!r}) cut short")
+        if kind == "unknown":
+            raise ImageRejected("unsupported_format", f"ISO-BMFF file (brand {brand!r}) with no movie box and no image brand")
+        _heif_plugin()
     notes: list[str] = []
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":  # libwebp calls a cut WebP "not an image": say why
         _webp_intact(data)
     try:
         image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
+        if container is not None:
+            need = "" if _heif_plugin() else " (HEIF needs pillow-heif, which is not installed)"
+            raise ImageRejected("unsupported_format", f"{container[1]!r} image Pillow cannot decode here{need}") from None
         raise ImageRejected("unidentified", f"not an image; starts {data[:32]!r}") from None
     except Image.DecompressionBombError as exc:  # Pillow's own check, if it is on
         raise ImageRejected("decompression_bomb", str(exc)) from None
@@ -366,7 +458,7 @@ def process_image(data: bytes, policy: ImagePolicy) -> StoredImage:
             raise ImageRejected("too_small", f"{width}x{height} < {policy.min_width}x{policy.min_height}")
         source_format = image.format or ""
         try:
-            if _keep_as_served(image, data, policy):
+            if _keep_as_served(image, data, policy, notes):
                 stored = StoredImage(data=data, ext=KEPT_EXTS[source_format],
                                      width=width, height=height, source_format=source_format, notes=notes)
                 if policy.thumbs:

@@ -208,3 +208,87 @@ def _jpeg() -> bytes:
     out = io.BytesIO()
     Image.new("RGB", (8, 8), (10, 20, 30)).save(out, "JPEG")
     return out.getvalue()
+
+
+def png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+    chunks, pos = [], 8
+    while pos < len(data):
+        length = struct.unpack(">I", data[pos:pos + 4])[0]
+        chunks.append((data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]))
+        pos += 12 + length
+    return chunks
+
+
+def broken_apng() -> bytes:
+    """An APNG whose second frame lost its fcTL chunk: every CRC right, so verify() passes, but
+    the frame sequence is broken and Pillow cannot load it (like Pillow's chunk_no_fctl.png)."""
+    frames = [Image.new("RGB", (16, 16), (40 * i, 0, 0)) for i in range(3)]
+    whole = save(frames[0], "PNG", save_all=True, append_images=frames[1:])
+    chunks = png_chunks(whole)
+    fctl = [i for i, (kind, _) in enumerate(chunks) if kind == b"fcTL"]
+    del chunks[fctl[1]]
+    return b"\x89PNG\r\n\x1a\n" + b"".join(png_chunk(kind, body) for kind, body in chunks)
+
+
+def box(kind: bytes, body: bytes = b"", size: int | None = None) -> bytes:
+    return struct.pack(">I", 8 + len(body) if size is None else size) + kind + body
+
+
+def ftyp(major: bytes, *compatible: bytes) -> bytes:
+    return box(b"ftyp", major + b"\0\0\0\0" + b"".join(compatible))
+
+
+def heif() -> bytes:
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    return save(picture("RGB"), "HEIF")
+
+
+def odd_containers() -> dict[str, bytes]:
+    """Files whose container says little of what they are: HEIF and AVIF (ISO-BMFF, like an MP4),
+    MP4s with and without their movie box, an APNG with broken frames."""
+    frames = [picture("RGB"), picture("L").convert("RGB")]
+    return {
+        "heif": heif(),
+        "avif": save(picture("RGB"), "AVIF"),
+        "avif-rgba": save(Image.new("RGBA", (20, 20), (255, 0, 0, 0)), "AVIF"),  # transparent: stays PNG
+        "avif-sequence": save(frames[0], "AVIF", save_all=True, append_images=frames[1:]),
+        "mp4": ftyp(b"isom", b"isom", b"mp41") + box(b"moov", box(b"mvhd", bytes(100))) + box(b"mdat", bytes(64)),
+        "mp4-fragmented": ftyp(b"iso6", b"iso6", b"dash") + box(b"moof", bytes(16)) + box(b"mdat", bytes(64)),
+        "mp4-cut": ftyp(b"isom", b"isom") + box(b"mdat", bytes(64), size=4096),
+        "ftyp-unknown": ftyp(b"zzzz", b"zzzz") + box(b"free", bytes(32)),
+        "heif-garbage": ftyp(b"heic", b"mif1", b"heic") + box(b"meta", bytes(40)),
+        "apng-broken-frames": broken_apng(),
+    }
+
+
+@pytest_twisted.ensureDeferred
+async def test_files_are_stored_as_what_they_are_or_recorded(server, tmp_path):
+    from civitai_spider.imaging import iso_bmff
+
+    files = odd_containers()
+    names = sorted(files)
+    server.load(scenario([api_image(i, file=name) for i, name in enumerate(names, start=1)], files))
+    store = tmp_path / "store"
+
+    await run_crawl(server, {"IMAGES_STORE": str(store)})
+
+    stored = {names[int(p.stem) - 1]: p for p in store.iterdir() if p.suffix in (".jpg", ".png", ".webp", ".mp4")}
+    failed = {names[r["id"] - 1]: r["reason"]
+              for r in map(json.loads, (store / "failures.jsonl").read_text().splitlines())}
+    assert {name: path.suffix for name, path in stored.items()} == {
+        "heif": ".jpg", "avif": ".jpg", "avif-rgba": ".png", "avif-sequence": ".jpg", "apng-broken-frames": ".png",
+        "mp4": ".mp4", "mp4-fragmented": ".mp4"}
+    assert failed == {"mp4-cut": "truncated", "ftyp-unknown": "unsupported_format",
+                      "heif-garbage": "unsupported_format"}
+    for name, path in stored.items():
+        if path.suffix == ".mp4":  # a video: a movie box, byte for byte
+            assert iso_bmff(path.read_bytes())[0] == "video" and path.read_bytes() == files[name]
+            continue
+        with Image.open(path) as image:  # every frame of every stored image decodes
+            for frame in range(getattr(image, "n_frames", 1)):
+                image.seek(frame)
+                image.load()
+    with Image.open(stored["apng-broken-frames"]) as first:
+        assert not getattr(first, "is_animated", False) and first.getpixel((0, 0)) == (0, 0, 0)  # its first frame

@@ -71,7 +71,8 @@ FILES = {
     "truncated_webp": image_bytes("WEBP", size=(256, 256))[:200],
     "html": b"<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head></html>",
     "empty": b"",
-    "mp4": b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + b"\x00" * 64,
+    # ftyp, an (empty) movie box, media data: what makes an ISO-BMFF file a video.
+    "mp4": b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + b"\x00\x00\x00\x08moov" + b"\x00\x00\x00\x48mdat" + b"\x00" * 64,
 }
 IDS = {name: number for number, name in enumerate(FILES, start=1)}
 
