@@ -13,6 +13,9 @@ server's ``Retry-After`` when that is longer. An API page answered 200 with a
 body that is not a page of images (a Cloudflare or maintenance HTML page) is
 retried the same way (``retry/reason_count/api_invalid_json``); a good one is
 parsed once, here, and handed to the spider in the request's meta (``PAGE``).
+Each retry of an API page is one WARNING line (what failed, try n of m, the wait)
+and the ``api_retrying`` signal (the progress line shows it until a page comes);
+giving up is the spider's to report.
 """
 
 from __future__ import annotations
@@ -42,6 +45,24 @@ logger = logging.getLogger(__name__)
 API_PAGE = "civitai_api_page"
 #: Request meta key under which the retry middleware hands the parsed ``api.Page`` to the spider.
 PAGE = "civitai_page"
+#: Signal: an API page is retried in ``wait`` seconds (``text``: what failed, try n of m), or
+#: ``text=None``: a page came.
+api_retrying = object()
+
+
+def failure_words(reason: str | Exception) -> str:
+    """What went wrong, in words: "connection refused", "HTTP 503", "not JSON"..."""
+    if isinstance(reason, str):
+        return {"api_invalid_json": "an answer that is not JSON (an HTML error page?)"}.get(reason, reason)
+    name = reason.__class__.__name__
+    for key, words in (("ConnectionRefused", "connection refused"), ("DNSLookup", "the host name does not resolve"),
+                       ("Timeout", "no answer in time"), ("TimedOut", "no answer in time"),
+                       ("ConnectionLost", "connection dropped"), ("ConnectionDone", "connection closed"),
+                       ("ResponseNeverReceived", "connection dropped before an answer"),
+                       ("NoRoute", "no route to the host"), ("SSL", "a TLS error")):
+        if key in name:
+            return words
+    return f"{name}: {reason}"
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:
@@ -56,8 +77,9 @@ class ApiKeyMiddleware:
         settings = crawler.settings
         key = settings.get("CIVITAI_API_KEY") or os.environ.get("CIVITAI_API_KEY", "")
         key = key.strip()
-        if not key:
-            raise NotConfigured("no CIVITAI_API_KEY: anonymous API requests")
+        if not key:  # the usual case, not a warning (a NotConfigured message would log one)
+            logger.info("No CIVITAI_API_KEY: API requests are anonymous")
+            raise NotConfigured
         self._authorization = f"Bearer {key}".encode()
         self._api_origin = _origin(settings.get("CIVITAI_API_URL"))
         crawler.stats.set_value("api/key_used", True)
@@ -120,6 +142,7 @@ class BackoffRetryMiddleware(RetryMiddleware):
         elif response.status == 200 and request.meta.get(API_PAGE):
             try:
                 request.meta[PAGE] = api.parse_page(response.body)
+                self.crawler.signals.send_catch_log(api_retrying, text=None)
                 return response
             except api.PageError:
                 reason = "api_invalid_json"  # the spider reads the body again once the retries are spent
@@ -129,6 +152,7 @@ class BackoffRetryMiddleware(RetryMiddleware):
         if retry is None:
             return response
         wait = self.delay(retry.meta["retry_times"], retry_after_seconds(response.headers.get("Retry-After")))
+        self._tell(retry, f"HTTP {response.status}" if response.status != 200 else failure_words(reason), wait)
         self.crawler.stats.inc_value("retry/backoff_seconds", wait)
         await sleep(wait)
         return retry
@@ -142,6 +166,22 @@ class BackoffRetryMiddleware(RetryMiddleware):
         if retry is None:
             return None
         wait = self.delay(retry.meta["retry_times"])
+        self._tell(retry, failure_words(exception), wait)
         self.crawler.stats.inc_value("retry/backoff_seconds", wait)
         await sleep(wait)
         return retry
+
+    def _tell(self, retry: Request, what: str, wait: float) -> None:
+        """An API page's retry, said as it happens: a WARNING line and the ``api_retrying`` signal."""
+        if not retry.meta.get(API_PAGE):
+            return
+        tries = retry.meta.get("max_retry_times", self.max_retry_times) + 1
+        text = (f"API page {retry.meta.get('page', 1)} of chain {retry.meta.get('chain')}: {what}; "
+                f"try {retry.meta['retry_times'] + 1} of {tries}")
+        logger.warning("%s in %.0f s (%s)", text, wait, _origin_text(retry.url))
+        self.crawler.signals.send_catch_log(api_retrying, text=text, wait=wait)
+
+
+def _origin_text(url: str) -> str:
+    scheme, host, port = _origin(url)
+    return f"{scheme}://{host}" + (f":{port}" if port else "")

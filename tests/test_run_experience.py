@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import os
 import pty
+import re
 import select
 import struct
 import subprocess
@@ -132,14 +133,36 @@ async def test_field_coverage_is_depth_limited(server, tmp_path):
     assert coverage["stats"]["heartCount"] == "100.0%"
 
 
-def test_exit_status_when_the_api_cannot_be_reached(tmp_path):
-    done = run_scrapy("crawl", "civitai", "-s", "CIVITAI_API_URL=http://127.0.0.1:9/api/v1/images",
-                      "-s", f"IMAGES_STORE={tmp_path}", "-s", "RETRY_TIMES=1", "-s", "CIVITAI_RETRY_BACKOFF_BASE=0.01")
+def test_an_unreachable_api_says_what_it_is_doing_then_ends_with_one_error_line(tmp_path):
+    unreachable = ["crawl", "civitai", "-s", "CIVITAI_API_URL=http://127.0.0.1:9/api/v1/images",
+                   "-s", f"IMAGES_STORE={tmp_path}", "-s", "RETRY_TIMES=2", "-s", "CIVITAI_RETRY_BACKOFF_BASE=0.6"]
 
-    assert done.returncode == 1
-    assert "Traceback" not in done.stderr
-    assert "Could not use the API at http://127.0.0.1:9/api/v1/images" in done.stderr
-    assert "FAILED: the API could not be used from the first page on (api_unavailable)" in done.stderr
+    status, screen = run_in_terminal(unreachable)
+
+    assert status == 1, screen[-2000:]
+    # While it retries: a log line per retry, and the live line says what, which try, and when.
+    assert "WARNING: API page 1 of chain all: connection refused; try 2 of 3 in 1 s (http://127.0.0.1:9)" in screen
+    assert "WARNING: API page 1 of chain all: connection refused; try 3 of 3 in 1 s" in screen
+    live = [line for line in screen.split("\r") if line.startswith("retrying API page 1 of chain all")]
+    assert live and "connection refused; try" in live[0] and "| stored 0 |" in live[0], screen[-2000:]
+    # Then one error line: the cause and the fix.
+    errors = [line for line in screen.splitlines() if "] ERROR: " in line]
+    assert len(errors) == 1, errors
+    assert re.search(
+        r"civitai-spider FAILED: could not use the API at http://127\.0\.0\.1:9/api/v1/images: connection refused on "
+        r"every try \(3\)\. Check the address \(CIVITAI_API_URL\) and this machine's network \(api_unavailable\) "
+        r"after 0m0\ds$", errors[0]), errors[0]
+    assert "Traceback" not in screen
+
+
+def test_the_live_line_is_cut_at_a_field_boundary():
+    from civitai_spider.extensions.progress import fit
+
+    fields = {"stored": "720", "failed": "0", "rate": "291.5 img/s", "done before": "0", "written": "1.5 MB"}
+    assert fit(fields, 200) == "stored 720 | failed 0 | rate 291.5 img/s | done before 0 | written 1.5 MB"
+    assert fit(fields, 40) == "stored 720 | failed 0 | …"
+    assert fit(fields, 52) == "stored 720 | failed 0 | rate 291.5 img/s | …"
+    assert fit({"stored": "1234567890"}, 8) == "stored …"
 
 
 def test_exit_status_when_the_key_is_refused(server, tmp_path):
@@ -151,7 +174,9 @@ def test_exit_status_when_the_key_is_refused(server, tmp_path):
 
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
-    assert "the API key is missing, wrong or lacks access" in done.stderr
+    errors = [line for line in done.stderr.splitlines() if "] ERROR: " in line]
+    assert len(errors) == 1 and "FAILED: the API refused the key (HTTP 401) at page 1 of chain all: it is missing, " \
+        "wrong or lacks access. Set CIVITAI_API_KEY" in errors[0], errors
     assert "wrong-key-0123456789" not in done.stderr
     assert "(api_key_rejected)" in done.stderr
 

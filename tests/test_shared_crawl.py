@@ -560,7 +560,7 @@ def test_a_worker_whose_key_is_refused_stops_and_hands_its_page_back(server, red
     bad = start_worker(worker_argv(server, redis_server, store, crawl, "bad", "new"), logs["bad"],
                        {"CIVITAI_API_KEY": "revoked"})
     assert bad.wait(timeout=60) == 1  # its key is refused: a failed run for this worker...
-    assert "The API refused this crawl (http_401)" in logs["bad"].read_text()
+    assert "FAILED: the API refused the key (HTTP 401) at page 1 of chain all" in logs["bad"].read_text()
     assert shared(redis_server, crawl, "probe").pending() == (1, 0)  # ...but the first page is queued again
     good = start_worker(worker_argv(server, redis_server, store, crawl, "good"), logs["good"],
                         {"CIVITAI_API_KEY": SECRET})

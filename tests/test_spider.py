@@ -320,7 +320,8 @@ async def test_bad_request_ends_only_its_chain(server, caplog):
     assert result.stats["api/chains/completed"] == 1
     ended = [r.getMessage() for r in caplog.records if "ended at page" in r.getMessage()]
     assert len(ended) == 1
-    assert "http_400" in ended[0] and "Invalid browsingLevel" in ended[0] and "username=a" in ended[0]
+    assert "ended at page 2 after 1 try: HTTP 400" in ended[0] and "Invalid browsingLevel" in ended[0]
+    assert "username=a" in ended[0] and "the other chains go on" in ended[0]
 
 
 @pytest_twisted.ensureDeferred

@@ -3,7 +3,9 @@
 ``CIVITAI_PROGRESS``: ``auto`` (default: a live tqdm line when stderr is a terminal,
 else a log line every ``CIVITAI_PROGRESS_INTERVAL`` seconds: Scrapyd, the cloud,
 CI), ``bar``, ``log`` or ``off``. While the live line is shown, log records are
-written above it instead of through it.
+written above it instead of through it. While an API page is being retried, the
+line starts with what failed, which try comes next and when. The live line is cut
+to the terminal's width at a field boundary, with an ellipsis.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from scrapy import signals
 from scrapy.exceptions import NotConfigured
 from scrapy.utils.asyncio import create_looping_call
 
+from civitai_spider.middlewares import api_retrying
 from civitai_spider.setting_checks import CHOICES, choice
 
 if TYPE_CHECKING:
@@ -34,6 +37,16 @@ def human_bytes(count: float) -> str:
             return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
         count /= 1024
     return f"{count:.1f} TB"
+
+
+def fit(fields: dict[str, str], width: int) -> str:
+    """The fields as one line of at most ``width`` characters, cut at a field boundary ("…" marks a cut)."""
+    parts = [f"{name} {value}" if name else value for name, value in fields.items()]
+    line = " | ".join(parts)
+    while len(line) > width and len(parts) > 1:
+        parts.pop()
+        line = " | ".join(parts) + " | …"
+    return line if len(line) <= width else line[: max(0, width - 1)] + "…"
 
 
 def progress_fields(stats: dict[str, Any], elapsed: float) -> dict[str, str]:
@@ -70,6 +83,8 @@ class Progress:
         self._loop: Any = None
         self._bar: Any = None
         self._redirect: Any = None
+        self._retrying: tuple[str, float] | None = None  # (what, when the next try goes)
+        crawler.signals.connect(self.on_api_retrying, signal=api_retrying)
         crawler.signals.connect(self.spider_opened, signal=signals.spider_opened)
         crawler.signals.connect(self.spider_closed, signal=signals.spider_closed)
 
@@ -105,14 +120,21 @@ class Progress:
         """The terminal's width; COLUMNS, or 120 where the terminal reports none (0 columns)."""
         return shutil.get_terminal_size((120, 24)).columns
 
+    def on_api_retrying(self, text: str | None, wait: float = 0.0) -> None:
+        self._retrying = None if text is None else (text, time.monotonic() + wait)
+
     def update(self) -> None:
         fields = progress_fields(self.crawler.stats.get_stats(), time.monotonic() - self.started)
-        line = " | ".join(f"{name} {value}" for name, value in fields.items())
+        if self._retrying is not None:
+            what, due = self._retrying
+            left = due - time.monotonic()
+            fields = {"": f"retrying {what} " + (f"in {left:.0f} s" if left > 0.5 else "(trying now)"), **fields}
         if self._bar is not None:
-            self._bar.ncols = self.width()
-            self._bar.set_description_str(line, refresh=True)
+            width = self.width()
+            self._bar.ncols = width
+            self._bar.set_description_str(fit(fields, width - 1), refresh=True)
         else:
-            logger.info("Progress: %s", line)
+            logger.info("Progress: %s", " | ".join(f"{name} {value}" if name else value for name, value in fields.items()))
 
     def spider_closed(self, spider: Any) -> None:
         if self._loop is not None and self._loop.running:

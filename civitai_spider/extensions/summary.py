@@ -59,9 +59,9 @@ def summary_lines(stats: dict[str, Any], elapsed: float, store: str) -> list[str
     stored = stats.get("images/stored", 0)
     written = stats.get("images/bytes_written", 0) + stats.get("metadata/bytes_written", 0)
     chains = by_reason(stats, "api/chains/") or "none"
+    why = stats.get("finish_detail") or FAILED_REASONS.get(reason, "")
     lines = [
-        f"civitai-spider {'FAILED: ' + FAILED_REASONS[reason] if reason in FAILED_REASONS else 'finished'}"
-        f" ({reason}) after {duration(elapsed)}",
+        f"civitai-spider {'FAILED: ' + why if reason in FAILED_REASONS else 'finished'} ({reason}) after {duration(elapsed)}",
         f"  API: {stats.get('api/pages', 0)} pages, {stats.get('api/items', 0)} images seen; chains: {chains}",
         f"  stored: {stored} new images, {human_bytes(written)} written; "
         f"{stats.get('done/skipped', 0)} already done earlier (skipped)",

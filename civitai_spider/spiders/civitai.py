@@ -66,7 +66,7 @@ from civitai_spider.arguments import CrawlArguments, Query, parse_arguments
 from civitai_spider.done_ids import IdSet
 from civitai_spider.exceptions import RetryLater
 from civitai_spider.items import API_FIELDS, CivitaiImage
-from civitai_spider.middlewares import API_PAGE, PAGE
+from civitai_spider.middlewares import API_PAGE, PAGE, failure_words
 from civitai_spider.shared_crawl.scheduler import FROM_LEASE, LEASE
 from civitai_spider.shared_crawl.state import SharedCrawl
 from civitai_spider.atomic_files import write_atomically
@@ -249,6 +249,7 @@ class CivitaiSpider(scrapy.Spider):
             dont_filter=self.shared is None,
             meta={
                 API_PAGE: True,  # the API key goes on this request (and on no other)
+                "give_up_log_level": "INFO",  # a page given up on is the chain's to report (_end_chain)
                 "chain": chain_key,
                 "cursor": cursor,
                 "page": page,
@@ -273,14 +274,16 @@ class CivitaiSpider(scrapy.Spider):
         chain = self._chains[response.meta["chain"]]
         lease = response.meta.get(LEASE)
         if response.status != 200:
-            self._end_chain(chain, f"http_{response.status}", response, lease=lease)
+            self._end_chain(chain, f"http_{response.status}", response.request, f"HTTP {response.status}",
+                            f"body starts {response.body[:200]!r}", lease=lease)
             return
         page = response.meta.pop(PAGE, None)  # parsed by the retry middleware, which retries a bad one
         if page is None:
             try:
                 page = api.parse_page(response.body)
             except api.PageError as exc:  # still not a page after every retry
-                self._end_chain(chain, "invalid_json", response, detail=str(exc), lease=lease)
+                self._end_chain(chain, "invalid_json", response.request, f"an answer that is {exc}",
+                                f"body starts {response.body[:200]!r}", lease=lease)
                 return
 
         stats = self.crawler.stats
@@ -482,10 +485,8 @@ class CivitaiSpider(scrapy.Spider):
         if self._is_stale(request):
             return
         chain = self._chains[request.meta["chain"]]
-        self._end_chain(
-            chain, failure.value.__class__.__name__, None, detail=str(failure.value), url=request.url,
-            lease=request.meta.get(LEASE), number=request.meta.get("page", 1),
-        )
+        self._end_chain(chain, failure.value.__class__.__name__, request, failure_words(failure.value),
+                        lease=request.meta.get(LEASE))
 
     def _end_chain_filter_ignored(self, chain: Chain, foreign: dict[str, int], number: int, lease: str | None) -> None:
         """Every item of the page contradicts the query: the API ignored a filter; nothing of it is stored."""
@@ -504,46 +505,41 @@ class CivitaiSpider(scrapy.Spider):
         self._shared_chain_status(chain)
         self._release(lease)
 
-    def _end_chain(
-        self,
-        chain: Chain,
-        reason: str,
-        response: Response | None,
-        detail: str = "",
-        url: str = "",
-        lease: str | None = None,
-        number: int = 1,
-    ) -> None:
-        if response is not None:
-            url = response.url
-            detail = "; ".join(filter(None, [detail, f"body starts {response.body[:200]!r}"]))
-            number = response.meta.get("page", 1)
-        logger.error(
-            "Chain %s: ended at page %d: %s at %s (%s)%s",
-            chain.query.key, number, reason, url, detail, "; other chains go on" if len(self._chains) > 1 else "",
-        )
+    def _end_chain(self, chain: Chain, reason: str, request: Request, words: str, detail: str = "",
+                   lease: str | None = None) -> None:
+        """The chain's page failed for good (``words``: what went wrong, in words)."""
+        number, tries = request.meta.get("page", 1), request.meta.get("retry_times", 0) + 1
         chain.status = "failed"  # a later run of the job tries this chain again
-        self.crawler.stats.inc_value(f"api/chains/failed/{reason}")
+        stats = self.crawler.stats
+        stats.inc_value(f"api/chains/failed/{reason}")
         self._save_state()
         if reason in ("http_401", "http_403"):
-            logger.error(
-                "The API refused this crawl (%s): the API key is missing, wrong or lacks access. "
-                "Set CIVITAI_API_KEY (environment variable or -s CIVITAI_API_KEY=...).", reason,
-            )
-            # A shared crawl: this worker's key is refused, not the chain: the page stays
-            # leased and goes back to the queue when this worker closes, for the others.
+            # One line, the closing summary's: a shared crawl's other workers may have a key that
+            # works, so this worker's page stays leased and goes back to the queue as it closes.
+            stats.set_value("finish_detail", (
+                f"the API refused the key ({words}) at page {number} of chain {chain.query.key}: it is missing, "
+                "wrong or lacks access. Set CIVITAI_API_KEY (export CIVITAI_API_KEY=..., or -s CIVITAI_API_KEY=...)"))
             self._close("api_key_rejected")
             return
         self._shared_chain_status(chain)
         self._release(lease)
         all_started = len(self._chains) == len(self.crawl_args.queries)
-        if all_started and not self.crawler.stats.get_value("api/pages") and all(
+        if all_started and not stats.get_value("api/pages") and all(
             c.status in ("failed", *FINISHED) for c in self._chains.values()
         ):
-            logger.error(
-                "Could not use the API at %s: no chain got a single page (last: %s, %s)", self.api_url, reason, detail
-            )
+            # Nothing worked at all: one line, the closing summary's, with the cause and the fix.
+            logger.info("Chain %s: ended at page %d: %s at %s%s", chain.query.key, number, words, request.url,
+                        f" ({detail})" if detail else "")
+            stats.set_value("finish_detail", (
+                f"could not use the API at {self.api_url}: {words}{f' ({detail})' if detail else ''} on every try "
+                f"({tries}). Check the address (CIVITAI_API_URL) and this machine's network"))
             self._close("api_unavailable")
+            return
+        logger.error(
+            "Chain %s: ended at page %d after %d tr%s: %s at %s%s%s", chain.query.key, number, tries,
+            "y" if tries == 1 else "ies", words, request.url, f" ({detail})" if detail else "",
+            "; the other chains go on" if len(self._chains) > 1 else "",
+        )
 
     def _close(self, reason: str) -> None:
         """Close the crawl with ``reason`` (from a callback or an errback, without a traceback)."""
