@@ -12,6 +12,7 @@ from setuptools import find_packages, setup
 setup(
     name="civitai-spider",
     version="0.1",
+    python_requires=">=3.11",  # tested on 3.11 (README); datetime.UTC and other 3.11 names are used
     packages=find_packages(exclude=["tests", "tests.*", "bench", "bench.*"]),
     entry_points={"scrapy": ["settings = civitai_spider.settings"]},
     zip_safe=False,

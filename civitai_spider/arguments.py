@@ -97,6 +97,20 @@ FAN_OUT_ARGS = {
 KNOWN_ARGS = set(THRESHOLD_ARGS) | set(FAN_OUT_ARGS) | {
     "sort", "period", "nsfw", "type", "base_models", "require_meta",
 }
+#: One line of help per argument, as ``scrapy crawl civitai -h`` lists them (README "Spider arguments").
+ARGUMENT_HELP = {
+    "min_hearts=N": "keep images with at least N hearts (inclusive; a missing count is 0)",
+    "min_likes=N, min_laughs=N, min_cries=N, min_comments=N, min_dislikes=N": "the same for the other counts",
+    "max_dislikes=N": "keep images with at most N dislikes",
+    "require_meta=BOOL": "drop images without a prompt (default true)",
+    "sort=S": ", ".join(api.SORTS) + " (default Most Reactions)",
+    "period=P": ", ".join(api.PERIODS) + " (default AllTime)",
+    "type=T": ", ".join(api.TYPES) + " (default image)",
+    "nsfw=V": "None, Soft, Mature, X, true (R+X+XXX only!), false; default: PG only",
+    "base_models=A,B": "one filter: images of any of these base models (e.g. SDXL 1.0,Pony)",
+    "browsing_level=L,M": "one chain per level or mask: 1..31 or PG, PG13, R, X, XXX joined by +",
+    "model_id=..., model_version_id=..., post_id=..., username=...": "one chain per comma-separated value",
+}
 
 
 def _text(name: str, value: Any) -> str:

@@ -67,3 +67,10 @@ def test_rejected(kwargs):
 
 def test_scrapyd_job_argument_is_ignored():
     assert parse_arguments({"_job": "abc123"}).queries[0].key == "all"
+
+
+def test_every_argument_has_a_line_of_help():
+    from civitai_spider.arguments import ARGUMENT_HELP, KNOWN_ARGS
+
+    named = {part.strip().split("=")[0] for name in ARGUMENT_HELP for part in name.split(",") if "=" in part}
+    assert named == KNOWN_ARGS

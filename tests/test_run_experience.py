@@ -189,3 +189,12 @@ def test_summary_lines_words():
     assert "  rate: 1.50 images/s" in lines
     failed = summary_lines({"images/failed": 1, "images/failed/http_404": 1}, 1.0, "s3://b/p/")
     assert "  failed: 1 (http_404 1); listed in s3://b/p/failures.jsonl.d/ and retried by the next run" in failed
+
+
+def test_help_lists_the_spider_arguments():
+    done = run_scrapy("crawl", "civitai", "-h")
+
+    assert done.returncode == 0
+    assert "Spider arguments of civitai (-a NAME=VALUE; README: Spider arguments)" in done.stdout
+    assert "  min_hearts=N          keep images with at least N hearts" in done.stdout
+    assert "  nsfw=V                None, Soft, Mature, X, true (R+X+XXX only!)" in done.stdout

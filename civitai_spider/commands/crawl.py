@@ -14,14 +14,16 @@ unreachable from the first page, a store that cannot be written) exits with 1.
 from __future__ import annotations
 
 import argparse
+from argparse import RawDescriptionHelpFormatter
 from typing import Any
 from urllib.parse import urlsplit
 
+from scrapy.commands import ScrapyHelpFormatter
 from scrapy.commands.crawl import Command as ScrapyCrawlCommand
 from scrapy.exceptions import UsageError
 
 from civitai_spider import settings as project_defaults
-from civitai_spider.arguments import ArgumentError
+from civitai_spider.arguments import ARGUMENT_HELP, ArgumentError
 from civitai_spider.extensions.summary import FAILED_REASONS
 from civitai_spider.setting_checks import SettingError, check_settings
 from civitai_spider.shared_crawl.state import redacted, redis_url
@@ -30,8 +32,20 @@ from civitai_spider.stores import store_problem
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
+class _HelpFormatter(RawDescriptionHelpFormatter, ScrapyHelpFormatter):
+    """Scrapy's help layout, with the spider-argument list kept as written."""
+
+
 class Command(ScrapyCrawlCommand):
     _crawler: Any = None
+
+    def add_options(self, parser: argparse.ArgumentParser) -> None:
+        super().add_options(parser)
+        parser.formatter_class = _HelpFormatter
+        width = 20  # a longer name gets a line of its own
+        parser.epilog = "Spider arguments of civitai (-a NAME=VALUE; README: Spider arguments)\n" + "\n".join(
+            f"  {name:<{width}}  {text}" if len(name) <= width else f"  {name}\n  {'':<{width}}  {text}"
+            for name, text in ARGUMENT_HELP.items())
 
     def _create_crawler(self, spname: str) -> Any:
         self._crawler = super()._create_crawler(spname)
