@@ -27,12 +27,12 @@ ID_BY_UUID = {image_uuid(i): i for i in range(1, 601)}
 SLOW_CDN = [{"server": "cdn", "match": {}, "action": "stall", "seconds": 0.15, "times": -1}]
 
 
-def start_crawl(server, store: Path, jobdir: Path, log: Path) -> subprocess.Popen:
+def start_crawl(server, store: Path, jobdir: Path, log: Path, *extra: str) -> subprocess.Popen:
     # A process group of its own (with its store processes), as a terminal's job is.
     return subprocess.Popen(
         [sys.executable, "-m", "scrapy", "crawl", "civitai", "-a", "min_hearts=5",
          "-s", f"CIVITAI_API_URL={server.api_url}", "-s", f"IMAGES_STORE={store}", "-s", f"JOBDIR={jobdir}",
-         "-s", "CIVITAI_PAGE_LIMIT=20", "-s", "LOG_LEVEL=INFO", "-s", "CIVITAI_RETRY_BACKOFF_BASE=0.05"],
+         "-s", "CIVITAI_PAGE_LIMIT=20", "-s", "LOG_LEVEL=INFO", "-s", "CIVITAI_RETRY_BACKOFF_BASE=0.05", *extra],
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=log.open("ab"), start_new_session=True,
     )
 
@@ -97,6 +97,34 @@ def test_sigkill_at_several_points_then_resume(server, tmp_path):
     pages = [r for r in server.requests("api") if r["path"] == "/api/v1/images"]
     assert pages and "cursor" in pages[0]["query"], pages[:1]
     assert len(pages) < 600 // 20 + 1
+
+
+def test_the_state_catches_up_within_the_interval_when_nothing_else_happens(server, tmp_path):
+    # Page 1's images come at once, the others hang. Page 1 is finished within the save interval
+    # of the start; nothing happens after that, yet the state on disk must move on to page 2 by
+    # the end of the interval (it once waited for the next event: a kill -9 then resumed at page 1).
+    import pickle
+
+    store, jobdir, log = tmp_path / "store", tmp_path / "job", tmp_path / "crawl.log"
+    images = [api_image(i, hearts=10, file="jpeg") for i in range(1, 61)]
+    hang = [{"server": "cdn", "match": {"image_id": i}, "action": "stall", "seconds": 60, "times": -1}
+            for i in range(21, 61)]
+    server.load(scenario(images, FILES, faults=hang))
+    process = start_crawl(server, store, jobdir, log, "-s", "CIVITAI_STATE_SAVE_INTERVAL=2")
+    try:
+        wait_for_done(process, store, 20)
+
+        def saved_page() -> int:
+            with open(jobdir / "spider.state", "rb") as state:
+                return pickle.load(state)["chains"]["all"]["page"]
+
+        deadline = time.monotonic() + 6
+        while saved_page() != 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert saved_page() == 2
+    finally:
+        process.kill()
+        process.wait()
 
 
 @pytest.mark.slow

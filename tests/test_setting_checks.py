@@ -24,7 +24,7 @@ def test_the_defaults_pass():
 @pytest.mark.parametrize(("name", "value", "message"), [
     ("CIVITAI_IMAGE_FORMAT", "webp", "CIVITAI_IMAGE_FORMAT must be one of original, jpeg, png, got 'webp'"),
     ("CIVITAI_PROGRESS", "loud", "CIVITAI_PROGRESS must be one of auto, bar, log, off, got 'loud'"),
-    ("CIVITAI_REDIS_START", "later", "CIVITAI_REDIS_START must be one of new, resume, restart, got 'later'"),
+    ("CIVITAI_REDIS_START", "later", "CIVITAI_REDIS_START must be one of auto, new, resume, restart, got 'later'"),
     ("CIVITAI_JPEG_QUALITY", "high", "CIVITAI_JPEG_QUALITY must be a whole number, got 'high'"),
     ("CIVITAI_JPEG_QUALITY", "101", "CIVITAI_JPEG_QUALITY must be 1..100, got 101"),
     ("CIVITAI_PAGE_LIMIT", "0", "CIVITAI_PAGE_LIMIT must be 1..200 (items per API page), got 0"),

@@ -57,6 +57,7 @@ from redis.exceptions import RedisError
 from scrapy import signals
 from scrapy.exceptions import CloseSpider
 from scrapy.http import Request, Response
+from scrapy.utils.asyncio import CallLaterResult, call_later
 from scrapy.utils.defer import deferred_from_coro
 from scrapy.utils.job import job_dir
 from twisted.python.failure import Failure
@@ -142,6 +143,7 @@ class CivitaiSpider(scrapy.Spider):
         self._run = secrets.token_hex(4)  # marks this process' page requests
         self._state_file: Path | None = None
         self._state_saved_at = 0.0
+        self._state_write: CallLaterResult | None = None  # a write due at the end of the interval
         self.shared: SharedCrawl | None = None
         self.seeds_crawl = True  # in a shared crawl: set by the scheduler when it opens
 
@@ -466,18 +468,33 @@ class CivitaiSpider(scrapy.Spider):
                 logger.warning("Chain %s: status %r not recorded in Redis (%s)", chain.query.key, chain.status, exc)
 
     def _save_state(self, force: bool = False) -> None:
-        """Chain positions into ``spider.state``; with JOBDIR, also onto disk now and then."""
+        """Chain positions into ``spider.state``; with JOBDIR, also onto disk, at most every
+        ``CIVITAI_STATE_SAVE_INTERVAL`` seconds: a change within the interval is written at its
+        end (not at the next change, which may be long in coming while images download)."""
         state = getattr(self, "state", None)
         if not isinstance(state, dict):
             return
         state["chains"] = {key: chain.snapshot() for key, chain in self._chains.items()}
-        now = time.monotonic()
-        if self._state_file is None or (not force and now - self._state_saved_at < self.state_save_interval):
+        if self._state_file is None:
             return
-        self._state_saved_at = now
-        write_atomically(self._state_file, pickle.dumps(state, protocol=4))
+        wait = self._state_saved_at + self.state_save_interval - time.monotonic()
+        if force or wait <= 0:
+            self._write_state()
+        elif self._state_write is None:
+            self._state_write = call_later(wait, self._write_state)
+
+    def _write_state(self) -> None:
+        if self._state_write is not None:
+            self._state_write.cancel()
+            self._state_write = None
+        self._state_saved_at = time.monotonic()
+        assert self._state_file is not None
+        write_atomically(self._state_file, pickle.dumps(self.state, protocol=4))
 
     def closed(self, reason: str) -> None:
+        if self._state_write is not None:
+            self._state_write.cancel()
+            self._state_write = None
         self._save_state()  # into spider.state: Scrapy's SpiderState writes it at close
 
     def page_failed(self, failure: Failure) -> None:
