@@ -38,9 +38,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib  # noqa: E402
 
 sys.path.insert(0, str(benchlib.REPO))
-from civitai_spider.atomic_files import AtomicWriter  # noqa: E402
+from civitai_spider.storage.atomic import AtomicWriter  # noqa: E402
 from civitai_spider.imaging import ImagePolicy, process_image  # noqa: E402
-from civitai_spider.metadata_files import sized_metadata_files  # noqa: E402
+from civitai_spider.storage.metadata_files import sized_metadata_files  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
 

@@ -43,7 +43,7 @@ import hashlib
 import io
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from PIL import Image, ImageCms, ImageOps, PngImagePlugin, UnidentifiedImageError
@@ -74,6 +74,14 @@ class ImagePolicy:
     min_height: int = 0
     thumbs: tuple[tuple[str, tuple[int, int]], ...] = ()
 
+    def to_json(self) -> dict[str, Any]:
+        """A plain dict for JSON (a store process gets its policy so)."""
+        return {**asdict(self), "thumbs": [[name, list(size)] for name, size in self.thumbs]}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ImagePolicy:
+        return cls(**{**data, "thumbs": tuple((name, (int(size[0]), int(size[1]))) for name, size in data["thumbs"])})
+
 
 @dataclass
 class StoredImage:
@@ -91,6 +99,14 @@ class StoredImage:
     @property
     def content_type(self) -> str:
         return CONTENT_TYPES[self.ext]
+
+    def summary(self) -> dict[str, Any]:
+        """What was stored, without its bytes: a plain dict for JSON (a store process answers so)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("data", "thumbs")}
+
+    @classmethod
+    def from_summary(cls, data: dict[str, Any]) -> StoredImage:
+        return cls(data=b"", **data)
 
 
 #: ISO-BMFF brands of still images and image sequences (HEIF, AVIF, MIAF): never stored as .mp4.

@@ -4,7 +4,7 @@ With JOBDIR, Scrapy's scheduler writes ``JOBDIR/requests.queue/active.json`` at 
 by truncating the file and then writing it: a kill between the two leaves it empty,
 and every later run of that JOBDIR died at open with a ``JSONDecodeError`` (seen in
 ``tests/test_resume.py``'s random kills). Here the file is written atomically
-(``atomic_files.write_atomically``), and one that cannot be read (left by an earlier
+(``storage.atomic.write_atomically``), and one that cannot be read (left by an earlier
 version, or damaged) is logged, counted (``scheduler/state_unreadable``) and treated
 as no saved state. Nothing is lost by that: our scheduler queues live in memory
 (``SCHEDULER_DISK_QUEUE``), so the state only names queues that come back empty, and
@@ -20,7 +20,7 @@ from typing import Any
 
 from scrapy.core.scheduler import Scheduler
 
-from civitai_spider.atomic_files import write_atomically
+from civitai_spider.storage.atomic import write_atomically
 
 logger = logging.getLogger(__name__)
 

@@ -130,6 +130,10 @@ CIVITAI_STORE_PROCESSES = -1
 # A store process holding one job longer than this (seconds) is killed and replaced;
 # that image is tried once more, then recorded as failed (store_process_died). 0: never.
 CIVITAI_STORE_PROCESS_TIMEOUT = 300.0
+# A local store's .part files (left by a killed run) older than this many seconds are
+# removed when a crawl opens the store; the shared-crawl add-on sets 3600, since other
+# workers may be writing theirs to the same folder.
+CIVITAI_PARTIAL_FILES_MIN_AGE = 0.0
 # Scrapy's own image settings keep working: IMAGES_MIN_WIDTH, IMAGES_MIN_HEIGHT,
 # IMAGES_THUMBS ({"small": (256, 256)} -> thumbs/small/N.jpg).
 
@@ -154,7 +158,8 @@ CIVITAI_META_MAX_BYTES = 16 * 1024 * 1024
 # --- The run experience -------------------------------------------------------
 
 EXTENSIONS = {
-    "civitai_spider.store_pool.StorePool": 5,
+    # The crawl's one storage (images, metadata files, records), picked by IMAGES_STORE's scheme.
+    "civitai_spider.storage.Storage": 5,
     "civitai_spider.extensions.fieldstats.CivitaiFieldStats": 10,
     "civitai_spider.extensions.progress.Progress": 500,
     "civitai_spider.extensions.summary.RunSummary": 600,

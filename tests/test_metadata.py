@@ -7,7 +7,7 @@ import json
 import pytest
 import pytest_twisted
 
-from civitai_spider.metadata_files import caption
+from civitai_spider.storage.metadata_files import caption
 from tests.support import api_image, image_bytes, run_crawl, scenario
 
 PROMPTS = {

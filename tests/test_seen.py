@@ -118,9 +118,11 @@ def test_a_stopped_worker_whose_redis_is_away_leaves_the_image_with_a_reason(tmp
     from civitai_spider.pipelines.seen import DoneIdsPipeline
     from civitai_spider.spiders.civitai import CivitaiSpider
 
+    from civitai_spider.storage import LocalStorage
+
     crawler = get_crawler(CivitaiSpider, {"IMAGES_STORE": str(tmp_path), "CIVITAI_REDIS_URL": "redis://127.0.0.1:1/0"})
     crawler.stats.open_spider()
-    pipeline = DoneIdsPipeline.from_crawler(crawler)
+    pipeline = DoneIdsPipeline(crawler, LocalStorage(crawler, str(tmp_path)))
     with pytest.raises(RetryLater, match=r"image 7: not claimed, Redis unavailable"):
         pipeline.process_item({"id": 7}).send(None)  # raises before its first await
     assert crawler.stats.get_value("redis/errors") == 1

@@ -27,7 +27,7 @@ from civitai_spider.arguments import ARGUMENT_HELP, ArgumentError
 from civitai_spider.extensions.summary import FAILED_REASONS
 from civitai_spider.setting_checks import SettingError, check_settings
 from civitai_spider.shared_crawl.state import redacted, redis_url
-from civitai_spider.stores import store_problem
+from civitai_spider.storage import storage_problem
 
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 
@@ -64,7 +64,7 @@ class Command(ScrapyCrawlCommand):
             check_settings(self.settings, project_defaults)
         except SettingError as exc:
             raise UsageError(str(exc), print_help=False) from None
-        problem = store_problem(str(self.settings.get("IMAGES_STORE") or ""))
+        problem = storage_problem(str(self.settings.get("IMAGES_STORE") or ""))
         if problem:
             raise UsageError(problem, print_help=False)
         url = redis_url(self.settings)

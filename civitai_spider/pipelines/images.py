@@ -1,20 +1,20 @@
 """Images pipeline: download each image, store it as ``<id>.<ext>``, refuse bad files cleanly.
 
-Built on Scrapy's ``ImagesPipeline`` (stores, ``IMAGES_*`` settings, thumbnails,
-``images`` result field) with what Scrapy 2.19 gets wrong for us replaced:
-the format decision is made on the bytes, not on ``image.format`` after
-``exif_transpose`` (alpha stays alpha, JPEGs are not re-encoded), every store
-gets the right Content-Type, and all Pillow work and hashing run in worker
-threads (``civitai_spider.imaging``), so downloads keep flowing and both cores
-are used.
+Built on Scrapy's ``MediaPipeline`` (its download scheduling and result
+plumbing); what is stored, and how, is the crawl's ``Storage``
+(``civitai_spider.storage``): the format is decided on the bytes (alpha stays
+alpha, JPEGs are not re-encoded), and the work runs off the reactor thread, in
+store processes or worker threads. Scrapy's ``IMAGES_MIN_WIDTH``,
+``IMAGES_MIN_HEIGHT`` and ``IMAGES_THUMBS`` keep working.
 
 A file that cannot be stored (HTTP error, unidentifiable or damaged bytes, a
-bomb, a download over ``CIVITAI_IMAGE_MAX_BYTES``) fails its item: the item is
-dropped with the reason, one JSON line goes to the ``failures.jsonl`` record at
-the top of the store (id, url, reason, detail, UTC time; on ``s3://``/``gs://``
-segment objects under ``failures.jsonl.d/``, see ``civitai_spider.stores``),
-``images/failed/<reason>`` is counted, and the crawl goes on. Failed images are
-not recorded as done, so the next run tries them again.
+bomb, a download over ``CIVITAI_IMAGE_MAX_BYTES``, a store that cannot write)
+fails its item: the item is dropped with the reason, one JSON line goes to the
+``failures.jsonl`` record at the top of the store (id, url, reason, detail, UTC
+time), ``images/failed/<reason>`` is counted, and the crawl goes on. Failed
+images are not recorded as done, so the next run tries them again. A store
+failing ``CIVITAI_STORE_ERRORS_MAX`` writes in a row stops the crawl
+(``store_errors``).
 """
 
 from __future__ import annotations
@@ -23,47 +23,28 @@ import asyncio
 import json
 import logging
 from datetime import UTC, datetime
-from io import BytesIO
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from itemadapter import ItemAdapter
 from PIL import Image
+from scrapy.exceptions import NotConfigured
 from scrapy.http import Request, Response
 from scrapy.http.request import NO_CALLBACK
-from scrapy.pipelines.files import FSFilesStore
-from scrapy.pipelines.images import ImagesPipeline
-from scrapy.pipelines.media import _MediaRequestFiltered
-from scrapy.utils.asyncio import run_in_thread
-from scrapy.utils.defer import ensure_awaitable
+from scrapy.pipelines.media import MediaPipeline, _MediaRequestFiltered
 
 from civitai_spider.exceptions import RetryLater
-from civitai_spider.imaging import (
-    ImagePolicy,
-    ImageRejected,
-    StoredImage,
-    process_image,
-)
-from civitai_spider.setting_checks import CHOICES, choice
-from civitai_spider.shared_crawl.state import redis_url
-from civitai_spider.store_pool import StoreProcessFailed, StorePool
-from civitai_spider.store_worker import store_image
-from civitai_spider.stores import (
-    STORE_SCHEMES,
-    AtomicFSFilesStore,
-    StoreErrors,
-    open_record,
-    remove_partial_files,
-)
+from civitai_spider.imaging import ImagePolicy, ImageRejected, StoredImage
+from civitai_spider.pipelines.store_errors import StoreErrors
+from civitai_spider.setting_checks import choice
+from civitai_spider.storage import Storage, StoreProcessFailed, StoreWriteError
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
-    from scrapy.pipelines.media import FileInfo, FileInfoOrError, MediaPipeline
+    from scrapy.pipelines.media import FileInfo, FileInfoOrError
     from twisted.python.failure import Failure
 
 logger = logging.getLogger(__name__)
 
-FORMATS = CHOICES["CIVITAI_IMAGE_FORMAT"]
 FAILURES_FILE = "failures.jsonl"
 
 
@@ -92,21 +73,22 @@ def download_failure_reason(exc: BaseException) -> str:
     }.get(name, f"download_error/{name}")
 
 
-class CivitaiImagesPipeline(ImagesPipeline):
-    STORE_SCHEMES = {**ImagesPipeline.STORE_SCHEMES, **STORE_SCHEMES}
+class CivitaiImagesPipeline(MediaPipeline):
+    URLS_FIELD = "image_urls"  # CivitaiImage's fields
+    RESULT_FIELD = "images"
 
-    def __init__(self, store_uri: str, download_func: None = None, *, crawler: Crawler) -> None:
-        super().__init__(store_uri, crawler=crawler)
+    def __init__(self, download_func: None = None, *, crawler: Crawler, storage: Storage) -> None:
+        super().__init__(crawler=crawler)
         settings = crawler.settings
-        image_format = choice(settings, "CIVITAI_IMAGE_FORMAT")
-        max_pixels = settings.getint("CIVITAI_MAX_IMAGE_PIXELS", 89_478_485)
+        self.storage = storage
+        max_pixels = settings.getint("CIVITAI_MAX_IMAGE_PIXELS")
         self.policy = ImagePolicy(
-            format=image_format,
-            jpeg_quality=settings.getint("CIVITAI_JPEG_QUALITY", 95),
+            format=choice(settings, "CIVITAI_IMAGE_FORMAT"),
+            jpeg_quality=settings.getint("CIVITAI_JPEG_QUALITY"),
             max_pixels=max_pixels if max_pixels > 0 else None,
-            min_width=self.min_width,
-            min_height=self.min_height,
-            thumbs=tuple((name, tuple(size)) for name, size in self.thumbs.items()),
+            min_width=settings.getint("IMAGES_MIN_WIDTH"),
+            min_height=settings.getint("IMAGES_MIN_HEIGHT"),
+            thumbs=tuple((name, (int(size[0]), int(size[1]))) for name, size in settings.getdict("IMAGES_THUMBS").items()),
         )
         self.max_bytes = settings.getint("CIVITAI_IMAGE_MAX_BYTES")
         self.store_errors = StoreErrors(crawler)
@@ -117,24 +99,24 @@ class CivitaiImagesPipeline(ImagesPipeline):
         # stops handing out scheduled requests, API pages included. Gating images
         # below that limit keeps the walk going however large the image backlog.
         self._gate = asyncio.Semaphore(in_flight)
-        self.local_root = Path(self.store.basedir) if isinstance(self.store, FSFilesStore) else None
-        self.failures = open_record(self.store, FAILURES_FILE, settings, crawler.stats)
-        self.pool = crawler.get_extension(StorePool)  # None: checked and written in threads
+        self.failures = storage.record(FAILURES_FILE)
 
-    def open_spider(self, spider: Any = None) -> None:
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> CivitaiImagesPipeline:
+        storage = crawler.get_extension(Storage)
+        if storage is None:
+            raise NotConfigured("no Storage extension (EXTENSIONS): nowhere to store images")
+        return cls(crawler=crawler, storage=storage)
+
+    async def open_spider(self) -> None:
         super().open_spider()
         # The bomb check is done by civitai_spider.imaging with CIVITAI_MAX_IMAGE_PIXELS,
         # before any decode; Pillow's process-wide one (a warning we could not
         # catch per image from worker threads) is turned off for this process.
         Image.MAX_IMAGE_PIXELS = None
-        if self.local_root is not None:
-            # A shared crawl: other workers may be writing to this folder right now.
-            shared = bool(redis_url(self.crawler.settings))
-            removed = remove_partial_files(self.local_root, older_than=3600.0 if shared else 0.0)
-            if removed:
-                logger.info("Removed %d partial files left by an interrupted run", removed)
+        await self.storage.open()
 
-    async def close_spider(self, spider: Any = None) -> None:
+    async def close_spider(self) -> None:
         await self.failures.close()
 
     async def process_item(self, item: Any, spider: Any = None) -> Any:
@@ -147,7 +129,7 @@ class CivitaiImagesPipeline(ImagesPipeline):
             return await super().process_item(item)
 
     def get_media_requests(self, item: Any, info: MediaPipeline.SpiderInfo) -> list[Request]:
-        urls = ItemAdapter(item).get(self.images_urls_field) or []
+        urls = ItemAdapter(item).get(self.URLS_FIELD) or []
         return [Request(url, callback=NO_CALLBACK, meta={"download_maxsize": self.max_bytes}) for url in urls]
 
     def media_to_download(self, request: Request, info: MediaPipeline.SpiderInfo, *, item: Any = None) -> None:
@@ -171,16 +153,8 @@ class CivitaiImagesPipeline(ImagesPipeline):
         """
         return str(int(ItemAdapter(item)["id"]))
 
-    def thumb_path(
-        self,
-        request: Request,
-        thumb_id: str,
-        response: Response | None = None,
-        info: MediaPipeline.SpiderInfo | None = None,
-        *,
-        item: Any = None,
-    ) -> str:
-        return f"thumbs/{thumb_id}/{self.file_path(request, item=item)}.jpg"
+    def thumb_path(self, stem: str, thumb_id: str) -> str:
+        return f"thumbs/{thumb_id}/{stem}.jpg"
 
     async def media_downloaded(
         self,
@@ -193,76 +167,19 @@ class CivitaiImagesPipeline(ImagesPipeline):
         if response.status != 200:
             raise ImageFailed(f"http_{response.status}", f"body starts {response.body[:80]!r}")
         stem = self.file_path(request, item=item)
-        thumb_paths = {thumb_id: self.thumb_path(request, thumb_id, item=item) for thumb_id, _ in self.policy.thumbs}
-        if isinstance(self.store, AtomicFSFilesStore):
-            # A local store: check/convert and write in one hop, to a store process or a thread.
-            if self.pool is not None and self.pool.usable:
-                stored, path, store_error = await self._store_in_pool(response.body, stem, thumb_paths)
-            else:
-                stored, path, store_error = await run_in_thread(self._store_locally, response.body, stem, thumb_paths)
-            if store_error is not None:
-                self._store_failed(store_error)
-            self.store_errors.succeeded()
-        else:
-            stored = await run_in_thread(self._process, response.body)
-            path = f"{stem}.{stored.ext}"
-            await self._persist(path, stored.data, stored.content_type, stored)
-            for thumb_id, data in stored.thumbs.items():
-                await self._persist(thumb_paths[thumb_id], data, "image/jpeg", stored)
-        self._count(stored, request, item)
-        return {"url": request.url, "path": path, "checksum": stored.checksum, "status": "downloaded"}
-
-    async def _store_in_pool(
-        self, data: bytes, stem: str, thumb_paths: dict[str, str]
-    ) -> tuple[StoredImage, str, Exception | None]:
-        """``_store_locally`` done by a store process (``civitai_spider.store_pool``)."""
-        assert self.pool is not None
+        thumb_paths = {thumb_id: self.thumb_path(stem, thumb_id) for thumb_id, _ in self.policy.thumbs}
         try:
-            return await self.pool.store_image(data, stem, thumb_paths, self.policy)
+            stored, path = await self.storage.store_image(response.body, stem, thumb_paths, self.policy)
         except ImageRejected as exc:
             raise ImageFailed(exc.reason, exc.detail) from None
         except StoreProcessFailed as exc:
             raise ImageFailed("store_process_died", str(exc)) from None
-
-    def _process(self, data: bytes) -> StoredImage:
-        """``process_image`` with its refusal as the pipeline's failure (in a worker thread)."""
-        try:
-            return process_image(data, self.policy)
-        except ImageRejected as exc:
-            raise ImageFailed(exc.reason, exc.detail) from None
-
-    def _store_locally(
-        self, data: bytes, stem: str, thumb_paths: dict[str, str]
-    ) -> tuple[StoredImage, str, Exception | None]:
-        """Process the bytes and write the image and its thumbnails (in a worker thread).
-
-        Returns the store's error instead of raising it, so that the reactor thread
-        tells a refused image (``ImageFailed``, raised) from a failing store.
-        """
-        assert isinstance(self.store, AtomicFSFilesStore)
-        try:
-            return store_image(data, stem, thumb_paths, self.policy, self.store.write_files)
-        except ImageRejected as exc:
-            raise ImageFailed(exc.reason, exc.detail) from None
-
-    async def _persist(self, path: str, data: bytes, content_type: str, stored: StoredImage) -> None:
-        try:
-            await ensure_awaitable(
-                self.store.persist_file(
-                    path,
-                    BytesIO(data),
-                    self.spiderinfo,
-                    meta={"width": stored.width, "height": stored.height},
-                    headers={"Content-Type": content_type},
-                )
-            )
-        except Exception as exc:
-            self._store_failed(exc)
+        except StoreWriteError as exc:
+            self.store_errors.failed(exc.error)
+            raise ImageFailed("store_error", str(exc)) from exc
         self.store_errors.succeeded()
-
-    def _store_failed(self, exc: Exception) -> NoReturn:
-        self.store_errors.failed(exc)
-        raise ImageFailed("store_error", f"{exc.__class__.__name__}: {exc}") from exc
+        self._count(stored, request, item)
+        return {"url": request.url, "path": path, "checksum": stored.checksum, "status": "downloaded"}
 
     def _count(self, stored: StoredImage, request: Request, item: Any) -> None:
         stats = self.crawler.stats
@@ -289,8 +206,9 @@ class CivitaiImagesPipeline(ImagesPipeline):
     def item_completed(self, results: list[FileInfoOrError], item: Any, info: MediaPipeline.SpiderInfo) -> Any:
         adapter = ItemAdapter(item)
         # Scrapy keeps every download's result for the whole run (for items sharing a
-        # URL); ours do not share URLs, and memory must not grow with the images stored.
-        for url in adapter.get(self.images_urls_field) or []:
+        # URL), keyed by its request fingerprinter (a private attribute, read here only);
+        # ours do not share URLs, and memory must not grow with the images stored.
+        for url in adapter.get(self.URLS_FIELD) or []:
             info.downloaded.pop(self._fingerprinter.fingerprint(Request(url)), None)
         for ok, value in results:
             if ok:
@@ -299,7 +217,7 @@ class CivitaiImagesPipeline(ImagesPipeline):
             reason, detail = (exc.reason, exc.detail) if isinstance(exc, ImageFailed) else ("error", repr(exc))
             self._record_failure(adapter, reason, detail)
             raise RetryLater(f"image {adapter.get('id')} not stored: {reason} ({detail}) from {adapter.get('url')}")
-        adapter[self.images_result_field] = [value for ok, value in results if ok]
+        adapter[self.RESULT_FIELD] = [value for ok, value in results if ok]
         return item
 
     def _record_failure(self, adapter: ItemAdapter, reason: str, detail: str) -> None:

@@ -3,7 +3,7 @@
 - At start, the done ids are loaded from ``downloaded_ids.txt`` at the top of the
   store (one id per line: the original script's file can be dropped in), in a
   worker thread. On ``s3://``/``gs://`` that is the plain object plus every
-  run's segment objects (``civitai_spider.stores.SegmentRecord``), so a job on
+  run's segment objects (``civitai_spider.storage.records.SegmentRecord``), so a job on
   Zyte Scrapy Cloud skips what earlier jobs stored.
 - ``process_item`` drops an item whose id is done, before anything is downloaded
   (``done/skipped``), and one whose id is already in flight in this run.
@@ -35,7 +35,7 @@ from scrapy.utils.asyncio import run_in_thread, sleep
 from civitai_spider.done_ids import IdSet, parse_ids
 from civitai_spider.exceptions import RetryLater
 from civitai_spider.shared_crawl.state import SharedCrawl
-from civitai_spider.stores import check_writable, open_record, open_store
+from civitai_spider.storage import Storage
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -50,14 +50,10 @@ class AlreadyHandled(DropItem):
 
 
 class DoneIdsPipeline:
-    def __init__(self, crawler: Crawler) -> None:
+    def __init__(self, crawler: Crawler, storage: Storage) -> None:
         self.crawler = crawler
-        store_uri = crawler.settings.get("IMAGES_STORE")
-        if not store_uri:
-            raise NotConfigured("no IMAGES_STORE: nothing is stored, so nothing is done")
-        self.store_uri = str(store_uri)
-        self.store = open_store(self.store_uri, crawler.settings)
-        self.record = open_record(self.store, DONE_FILE, crawler.settings, crawler.stats)
+        self.storage = storage
+        self.record = storage.record(DONE_FILE)
         self.done = IdSet()
         self.in_flight: set[int] = set()
         self.shared = SharedCrawl.for_crawler(crawler)
@@ -67,18 +63,21 @@ class DoneIdsPipeline:
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> DoneIdsPipeline:
-        return cls(crawler)
+        storage = crawler.get_extension(Storage)
+        if storage is None:
+            raise NotConfigured("no Storage extension (EXTENSIONS): nothing is stored, so nothing is done")
+        return cls(crawler, storage)
 
     async def open_spider(self) -> None:
         # The first pipeline to use the store: a store that cannot be written or read
         # stops the crawl now, with a clear error, before anything is walked.
         try:
-            await check_writable(self.store)
+            await self.storage.open()
             started = time.perf_counter()
             where = self.record.location
             ids, bad = await run_in_thread(parse_ids, self.record.read_chunks())
         except Exception as exc:
-            logger.error("Cannot use the store IMAGES_STORE=%s: %s: %s", self.store_uri, exc.__class__.__name__, exc)
+            logger.error("Cannot use the store IMAGES_STORE=%s: %s: %s", self.storage.uri, exc.__class__.__name__, exc)
             raise CloseSpider("store_unwritable") from None
         self.done = IdSet(ids)
         stats = self.crawler.stats

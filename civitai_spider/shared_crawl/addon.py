@@ -10,6 +10,8 @@ project priority, over our settings.py (a ``-s`` on the command line still wins)
 - ``DUPEFILTER_CLASS``: scrapy-redis's ``RFPDupeFilter``;
 - ``REDIS_URL``, ``SCHEDULER_QUEUE_KEY``, ``SCHEDULER_DUPEFILTER_KEY``: scrapy-redis's
   own settings, under ``civitai:<CIVITAI_REDIS_CRAWL>:``;
+- ``CIVITAI_PARTIAL_FILES_MIN_AGE`` 3600 (at add-on priority): in a folder other
+  workers write to, only ``.part`` files an hour old are a dead writer's;
 - the ``WorkerLoop`` extension.
 """
 
@@ -45,4 +47,5 @@ class SharedCrawlAddon:
             # "project", not "addon": over our own settings.py (its SCHEDULER is the one-process
             # JobdirScheduler); a -s on the command line still wins.
             settings.set(name, value, priority="project")
+        settings.set("CIVITAI_PARTIAL_FILES_MIN_AGE", 3600.0, priority="addon")
         settings["EXTENSIONS"][WORKER_LOOP] = 700

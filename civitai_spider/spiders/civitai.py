@@ -70,7 +70,7 @@ from civitai_spider.items import API_FIELDS, CivitaiImage
 from civitai_spider.middlewares import API_PAGE, PAGE, failure_words
 from civitai_spider.shared_crawl.scheduler import FROM_LEASE, LEASE
 from civitai_spider.shared_crawl.state import SharedCrawl
-from civitai_spider.atomic_files import write_atomically
+from civitai_spider.storage.atomic import write_atomically
 
 logger = logging.getLogger(__name__)
 

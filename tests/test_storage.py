@@ -1,4 +1,5 @@
-"""Records on object stores: real crawls into a local S3 (moto_server) and the segment record itself."""
+"""Storage: real crawls into a local S3 (moto_server) and into folders that fail or fill up,
+the segment and file records, atomic writes, and which IMAGES_STORE can be used."""
 
 from __future__ import annotations
 
@@ -10,14 +11,14 @@ import subprocess
 import pytest
 import pytest_twisted
 from PIL import Image
-from scrapy.settings import Settings
 from scrapy.utils.asyncio import sleep
 from scrapy.utils.defer import deferred_f_from_coro_f
 from scrapy.utils.test import get_crawler
 
 from civitai_spider.done_ids import parse_ids
-from civitai_spider.stores import FileRecord, S3Objects, SegmentRecord, open_record, open_store
-from tests.support import api_image, image_bytes, run_crawl, scenario
+from civitai_spider.storage import LocalStorage, ObjectStorage
+from civitai_spider.storage.records import FileRecord, S3Objects, SegmentRecord
+from tests.support import api_image, image_bytes, project_settings, run_crawl, scenario
 
 FILES = {"jpeg": image_bytes("JPEG"), "png": image_bytes("PNG")}
 SEGMENT = re.compile(r"^(?P<name>[^/]+)\.d/(?P<run>\d{8}T\d{6}Z-[0-9a-f]{6})-(?P<seq>\d{6})$")
@@ -37,11 +38,13 @@ def record_lines(objects, name):
     return [line for _, _, body in segments(objects, name) for line in body.decode().splitlines()]
 
 
+def crawler_with(**settings):
+    """A crawler with the project's settings (and these on top), for a storage built outside a crawl."""
+    return get_crawler(settings_dict=project_settings(**settings))
+
+
 def s3_record(s3, store, name="record.txt", **settings) -> SegmentRecord:
-    settings = Settings({**s3.settings, **settings})
-    record = open_record(open_store(store, settings), name, settings)
-    assert isinstance(record, SegmentRecord)
-    return record
+    return ObjectStorage(crawler_with(**s3.settings, **settings), store).record(name)
 
 
 # --- crawls into s3:// ---------------------------------------------------------------
@@ -168,7 +171,7 @@ async def test_read_back_is_the_plain_object_then_segments_in_key_order(s3):
     store = s3.new_store()
     s3.put(store, "ids.txt", b"1\n2")  # uploaded by hand, no final newline
     s3.put(store, "ids.txt.bak", b"99\n")  # not part of the record
-    target = open_store(store, Settings(s3.settings))
+    target = ObjectStorage(crawler_with(**s3.settings), store).files
     later = SegmentRecord(target, S3Objects(target), "ids.txt", flush_lines=1, run_token="20270101T000000Z-000000")
     earlier = SegmentRecord(target, S3Objects(target), "ids.txt", flush_lines=1, run_token="20260101T000000Z-ffffff")
     for number in range(3, 23):  # 20 one-line segments: more than are fetched at once
@@ -199,9 +202,9 @@ async def test_empty_store(s3):
 
 @deferred_f_from_coro_f
 async def test_failed_uploads_are_retried_then_counted_as_lost(s3):
-    settings = Settings({**s3.settings, "CIVITAI_RECORD_FLUSH_LINES": 1})
-    stats = get_crawler().stats
-    record = open_record(open_store("s3://no-such-bucket/x/", settings), "record.txt", settings, stats)
+    crawler = crawler_with(**s3.settings, CIVITAI_RECORD_FLUSH_LINES=1)
+    stats = crawler.stats
+    record = ObjectStorage(crawler, "s3://no-such-bucket/x/").record("record.txt")
 
     record.append("1")  # written at once (1 line), fails, kept
     await record.wait_uploads()
@@ -220,7 +223,7 @@ async def test_failed_uploads_are_retried_then_counted_as_lost(s3):
 @deferred_f_from_coro_f
 async def test_file_record_appends_after_a_file_without_final_newline(tmp_path):
     (tmp_path / "downloaded_ids.txt").write_text("1\n2")
-    record = open_record(open_store(str(tmp_path), Settings()), "downloaded_ids.txt", Settings())
+    record = LocalStorage(crawler_with(), str(tmp_path)).record("downloaded_ids.txt")
     assert isinstance(record, FileRecord)
 
     assert record.read_lines() == ["1", "2"]
@@ -256,21 +259,21 @@ def test_a_store_that_cannot_be_written_stops_the_crawl_with_a_clear_error(serve
     ("", "IMAGES_STORE is empty: give a path, file://, s3:// or gs://"),
 ])
 def test_store_problem(uri, problem):
-    from civitai_spider.stores import store_problem
+    from civitai_spider.storage import storage_problem
 
-    found = store_problem(uri)
+    found = storage_problem(uri)
     assert found == problem if problem is None else found.startswith(problem)
 
 
 def test_gs_without_its_package_names_what_to_install(monkeypatch):
     import importlib.util
 
-    from civitai_spider.stores import store_problem
+    from civitai_spider.storage import storage_problem
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name.startswith("google") else real(name, *a))
-    assert store_problem("gs://bucket/p/") == ("IMAGES_STORE='gs://bucket/p/' needs the google-cloud-storage package, "
+    assert storage_problem("gs://bucket/p/") == ("IMAGES_STORE='gs://bucket/p/' needs the google-cloud-storage package, "
                                                "which is not installed: pip install google-cloud-storage")
 
 
@@ -339,7 +342,7 @@ def test_partial_files_of_a_dead_writer_are_removed_and_a_shared_folder_keeps_li
     import os
     import time
 
-    from civitai_spider.stores import remove_partial_files
+    from civitai_spider.storage.atomic import remove_partial_files
 
     old, fresh, final = tmp_path / ".12.jpg.a1.part", tmp_path / ".13.jpg.b2.part", tmp_path / "12.jpg"
     for path in (old, fresh, final):
@@ -359,7 +362,7 @@ def test_a_partial_file_renamed_by_its_writer_mid_cleanup_is_skipped(tmp_path, m
     is renamed into place between the other's directory listing and its ``stat``."""
     import os
 
-    from civitai_spider import stores
+    from civitai_spider.storage import atomic
 
     probe = tmp_path / "..civitai-spider-write-test.5d9574000.part"
     probe.write_bytes(b"ok\n")
@@ -371,17 +374,17 @@ def test_a_partial_file_renamed_by_its_writer_mid_cleanup_is_skipped(tmp_path, m
             probe.rename(tmp_path / ".civitai-spider-write-test")
         return iter(entries)
 
-    monkeypatch.setattr(stores.os, "scandir", listed_then_renamed)
-    assert stores.remove_partial_files(tmp_path, older_than=3600) == 0
+    monkeypatch.setattr(atomic.os, "scandir", listed_then_renamed)
+    assert atomic.remove_partial_files(tmp_path, older_than=3600) == 0
     probe.write_bytes(b"ok\n")
-    assert stores.remove_partial_files(tmp_path) == 0
+    assert atomic.remove_partial_files(tmp_path) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == [".civitai-spider-write-test"]
 
 
 def test_local_store_writes_a_batch_atomically_in_order(tmp_path):
-    from civitai_spider.stores import AtomicFSFilesStore
+    from civitai_spider.storage.atomic import AtomicWriter
 
-    store = AtomicFSFilesStore(str(tmp_path / "store"))
+    store = AtomicWriter(str(tmp_path / "store"))
     (tmp_path / "store").mkdir(exist_ok=True)
     (tmp_path / "store" / "7.jpg").write_bytes(b"old")
     big = bytes(range(256)) * 8192  # 2 MB: more than one write() may take
@@ -395,12 +398,12 @@ def test_local_store_writes_a_batch_atomically_in_order(tmp_path):
 
 
 def test_local_store_batch_stops_at_the_first_failure_and_leaves_nothing_partial(tmp_path):
-    from civitai_spider.stores import AtomicFSFilesStore
+    from civitai_spider.storage.atomic import AtomicWriter
 
     root = tmp_path / "store"
     root.mkdir()
     (root / "blocker").write_bytes(b"a file where a folder is needed")
-    store = AtomicFSFilesStore(str(root))
+    store = AtomicWriter(str(root))
     with pytest.raises(OSError):
         store.write_files([("1.jpg", b"image"), ("blocker/1_meta.json", b"{}"), ("1_pos-prompt.txt", b"p")])
     assert (root / "1.jpg").read_bytes() == b"image"
@@ -411,7 +414,7 @@ def test_local_store_batch_stops_at_the_first_failure_and_leaves_nothing_partial
 def test_partial_file_names_are_unique_per_store_and_per_write(tmp_path, monkeypatch):
     import os
 
-    from civitai_spider import stores
+    from civitai_spider.storage import atomic
 
     temps = []
     real_replace = os.replace
@@ -420,8 +423,8 @@ def test_partial_file_names_are_unique_per_store_and_per_write(tmp_path, monkeyp
         temps.append(os.path.basename(src))
         real_replace(src, dst)
 
-    monkeypatch.setattr(stores.os, "replace", spy)
-    one, two = stores.AtomicFSFilesStore(str(tmp_path)), stores.AtomicFSFilesStore(str(tmp_path))
+    monkeypatch.setattr(atomic.os, "replace", spy)
+    one, two = atomic.AtomicWriter(str(tmp_path)), atomic.AtomicWriter(str(tmp_path))
     for store in (one, two, one):
         store.write_files([("5.jpg", b"x")])
     assert len(set(temps)) == 3

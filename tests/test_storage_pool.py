@@ -14,7 +14,7 @@ from scrapy import signals
 from scrapy.utils.test import get_crawler
 
 from civitai_spider.spiders.civitai import CivitaiSpider
-from civitai_spider.store_pool import StorePool
+from civitai_spider.storage import ProcessStorage, Storage
 from tests.support import CrawlResult, api_image, base_settings, image_bytes, run_crawl, scenario
 
 
@@ -58,7 +58,9 @@ async def crawl_killing_store_processes(server, store, kill_at: set[int]) -> tup
     def on_item_scraped(item):
         result.on_item_scraped(item)
         if len(result.items) in kill_at:
-            for child in crawler.get_extension(StorePool).children:
+            storage = crawler.get_extension(Storage)
+            assert isinstance(storage, ProcessStorage)
+            for child in storage.pool.children:
                 os.kill(child.proc.pid, signal.SIGKILL)
                 killed.append(child.proc.pid)
 

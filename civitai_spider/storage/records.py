@@ -1,22 +1,11 @@
-"""Where files go: Scrapy's media stores, made atomic, plus append-only records.
+"""Append-only records at the top of a store: ``downloaded_ids.txt``, ``failures.jsonl``.
 
-``AtomicFSFilesStore`` is Scrapy's ``FSFilesStore`` that writes each file to a
-hidden ``.<name>.<random>.part`` beside its final name and renames it into place
-(``os.replace``, ``civitai_spider.atomic_files``): a crash never leaves a partial
-file under a final name. With store processes (``civitai_spider.store_pool``, the
-default) the pipelines hand their writes to those; without, ``persist_file`` and
-``persist_files`` write in a worker thread, several files in one hop, and the
-images pipeline writes from the thread that checked the image (``write_files``).
-Object stores (``s3://``, ``gs://``) are atomic per object already and are used as
-Scrapy provides them.
+A ``Record`` is read whole at start (``read_chunks``/``read_lines``, blocking: run
+them in a thread), appended to during the run, and closed at the end. Each kind
+of storage makes its own (``Storage.record``):
 
-A ``Record`` is a line-oriented append-only record at the top of a store
-(``downloaded_ids.txt``, ``failures.jsonl``): read whole at start
-(``read_chunks``/``read_lines``, blocking: run them in a thread), appended to
-during the run, closed at the end. ``open_record`` picks the kind for the store:
-
-- ``FileRecord`` (a path or ``file://``): one file ``<store>/<name>``, appended
-  to and flushed line by line (the original script's format: one id a line).
+- ``FileRecord`` (a local store): one file ``<store>/<name>``, appended to and
+  flushed line by line (the original script's format: one id a line).
 - ``SegmentRecord`` (``s3://``, ``gs://``): objects cannot be appended to, so
   each run writes segment objects ``<name>.d/<run-token>-<seq:06d>`` (run token:
   UTC start time and 6 random hex digits), each holding the lines appended since
@@ -30,147 +19,28 @@ during the run, closed at the end. ``open_record`` picks the kind for the store:
 
 from __future__ import annotations
 
-import importlib.util
-
 import logging
 import os
 import secrets
 import time
 from abc import ABC, abstractmethod
-from collections import defaultdict, deque
+from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 from io import BytesIO
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import urlparse
 
-from scrapy.pipelines.files import FilesStoreProtocol, FSFilesStore, GCSFilesStore, S3FilesStore
-from scrapy.pipelines.images import ImagesPipeline
-from scrapy.settings import BaseSettings
-from scrapy.utils.asyncio import CallLaterResult, call_later, run_in_thread
+from scrapy.utils.asyncio import CallLaterResult, call_later
 from scrapy.utils.defer import deferred_from_coro, ensure_awaitable, maybe_deferred_to_future
 from twisted.internet.defer import Deferred, DeferredList
 
-from civitai_spider.atomic_files import PART_SUFFIX, AtomicWriter
-
 if TYPE_CHECKING:
-    from scrapy.crawler import Crawler
+    from scrapy.pipelines.files import FilesStoreProtocol, GCSFilesStore, S3FilesStore
     from scrapy.statscollectors import StatsCollector
 
 logger = logging.getLogger(__name__)
-
-
-def remove_partial_files(folder: Path, older_than: float = 0.0) -> int:
-    """Delete ``.*.part`` files left in ``folder`` by a process that died mid-write.
-
-    With ``older_than`` (seconds), only files not modified for that long: other
-    processes writing to the same folder (a shared crawl) keep their files. A file
-    that is gone by the time it is looked at (its writer renamed it into place, as
-    another worker starting at the same moment does with its write probe) is skipped.
-    """
-    removed = 0
-    cutoff = time.time() - older_than
-    if folder.is_dir():
-        for entry in os.scandir(folder):
-            if entry.name.startswith(".") and entry.name.endswith(PART_SUFFIX):
-                try:
-                    if older_than and entry.stat().st_mtime > cutoff:
-                        continue
-                    os.unlink(entry.path)
-                except FileNotFoundError:
-                    continue
-                removed += 1
-    return removed
-
-
-class AtomicFSFilesStore(FSFilesStore):
-    def __init__(self, basedir: str) -> None:
-        try:
-            super().__init__(basedir)
-        except OSError as exc:
-            # Not fatal here, at construction (a traceback): check_writable() reports it
-            # clearly when the crawl opens, and stops the crawl.
-            self.basedir = str(basedir).split("://", 1)[-1]
-            self.created_directories = defaultdict(set)
-            logger.debug("Store %s not usable yet: %s", basedir, exc)
-        self.writer = AtomicWriter(self.basedir)
-
-    def persist_file(  # type: ignore[override]
-        self,
-        path: str,
-        buf: BytesIO,
-        info: Any,
-        meta: dict[str, Any] | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> Deferred[None]:
-        return deferred_from_coro(run_in_thread(self.write_files, [(path, buf.getvalue())]))
-
-    async def persist_files(self, files: Iterable[tuple[str, bytes]]) -> None:
-        """``persist_file`` for several files (store-relative path, bytes) in one worker-thread hop."""
-        await run_in_thread(self.write_files, list(files))
-
-    def write_files(self, files: Iterable[tuple[str, bytes]]) -> None:
-        """Write each file atomically, in order; blocking (call it in a worker thread).
-
-        The first failure stops: the files before it are written, the others not.
-        """
-        self.writer.write_files(files)
-
-
-WRITE_PROBE = ".civitai-spider-write-test"
-
-
-async def check_writable(store: FilesStoreProtocol) -> None:
-    """Write, then remove, a small probe file; raises when the store cannot be written."""
-    await ensure_awaitable(
-        store.persist_file(WRITE_PROBE, BytesIO(b"ok\n"), None, headers={"Content-Type": RECORD_CONTENT_TYPE})
-    )
-    if isinstance(store, FSFilesStore):
-        Path(store.basedir, WRITE_PROBE).unlink(missing_ok=True)
-    elif isinstance(store, S3FilesStore):
-        client: Any = store.s3_client  # type: ignore[attr-defined]
-        await run_in_thread(client.delete_object, Bucket=store.bucket, Key=store.prefix + WRITE_PROBE)
-    elif isinstance(store, GCSFilesStore):
-        await run_in_thread(store.bucket.blob(store.prefix + WRITE_PROBE).delete)
-
-
-class StoreErrors:
-    """Consecutive store write failures, counted across every pipeline that writes.
-
-    The count lives in the crawl's stats (``store/consecutive_errors``; every failure
-    also adds to ``store/errors``), so the image and metadata pipelines share it. At
-    ``CIVITAI_STORE_ERRORS_MAX`` in a row the crawl stops (``store_failing``): a full
-    disk or a revoked permission fails every item from then on.
-    """
-
-    KEY = "store/consecutive_errors"
-
-    def __init__(self, crawler: Crawler) -> None:
-        self.crawler = crawler
-        self.limit = crawler.settings.getint("CIVITAI_STORE_ERRORS_MAX", 5)
-
-    def succeeded(self) -> None:
-        self.crawler.stats.set_value(self.KEY, 0)
-
-    def failed(self, exc: BaseException) -> None:
-        stats = self.crawler.stats
-        stats.inc_value("store/errors")
-        count = stats.get_value(self.KEY, 0) + 1
-        stats.set_value(self.KEY, count)
-        engine = self.crawler.engine
-        if self.limit and count >= self.limit and engine is not None and engine.running:
-            logger.error(
-                "The store failed %d writes in a row (last: %s: %s): stopping the crawl. Images already "
-                "stored are kept and recorded; fix the store (disk space, permissions) and run the same "
-                "command again to complete the set.",
-                count, exc.__class__.__name__, exc,
-            )
-            deferred_from_coro(engine.close_spider_async(reason="store_failing"))
-
-
-# --- records ---------------------------------------------------------------------
 
 READ_CHUNK = 8 << 20  # bytes per chunk when reading a record file or the plain object
 READ_AHEAD = 8  # segment objects fetched at once on reading (botocore keeps 10 connections)
@@ -258,7 +128,7 @@ def _ending_in_newline(chunks: Iterable[bytes]) -> Iterator[bytes]:
 
 
 class ObjectReader(Protocol):
-    """Blocking listing and reading of objects under an object store's prefix."""
+    """Blocking listing, reading and removal of objects under an object store's prefix."""
 
     root: str  # the store's address, ending with its prefix
 
@@ -268,6 +138,10 @@ class ObjectReader(Protocol):
 
     def chunks(self, key: str) -> Iterator[bytes]:
         """The bytes of one object (``key`` relative to the store's prefix)."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove one object (``key`` relative to the store's prefix)."""
         ...
 
 
@@ -291,6 +165,9 @@ class S3Objects:
         finally:
             body.close()
 
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self.prefix + key)
+
 
 class GCSObjects:
     """``ObjectReader`` over Scrapy's ``GCSFilesStore`` (its bucket and prefix)."""
@@ -305,6 +182,9 @@ class GCSObjects:
 
     def chunks(self, key: str) -> Iterator[bytes]:
         yield self.bucket.blob(self.prefix + key).download_as_bytes()
+
+    def delete(self, key: str) -> None:
+        self.bucket.blob(self.prefix + key).delete()
 
 
 def new_run_token() -> str:
@@ -458,70 +338,3 @@ class SegmentRecord(Record):
     def _count(self, what: str, count: int = 1) -> None:
         if self.stats is not None:
             self.stats.inc_value(f"records/{self.name}/{what}", count)
-
-
-def open_record(
-    store: FilesStoreProtocol, name: str, settings: BaseSettings, stats: StatsCollector | None = None
-) -> Record:
-    """The record ``name`` at the top of ``store``: a file, or segment objects on s3:// and gs://."""
-    flush_lines = settings.getint("CIVITAI_RECORD_FLUSH_LINES", 500)
-    flush_seconds = settings.getfloat("CIVITAI_RECORD_FLUSH_SECONDS", 30.0)
-    if flush_lines < 1:
-        raise ValueError(f"CIVITAI_RECORD_FLUSH_LINES must be at least 1, got {flush_lines}")
-    if flush_seconds < 0:
-        raise ValueError(f"CIVITAI_RECORD_FLUSH_SECONDS must be 0 (no time limit) or more, got {flush_seconds}")
-    if isinstance(store, FSFilesStore):
-        return FileRecord(Path(store.basedir) / name)
-    objects: ObjectReader
-    if isinstance(store, S3FilesStore):
-        objects = S3Objects(store)
-    elif isinstance(store, GCSFilesStore):
-        objects = GCSObjects(store)
-    else:
-        raise TypeError(f"no record for a {store.__class__.__name__}: use a path, file://, s3:// or gs://")
-    return SegmentRecord(store, objects, name, flush_lines=flush_lines, flush_seconds=flush_seconds, stats=stats)
-
-
-STORE_SCHEMES: dict[str, type[Any]] = {
-    "": AtomicFSFilesStore,
-    "file": AtomicFSFilesStore,
-    "s3": S3FilesStore,
-    "gs": GCSFilesStore,
-}
-
-
-#: What each object-store scheme needs installed: (module, the pip package that has it).
-STORE_MODULES = {"s3": ("botocore", "botocore"), "gs": ("google.cloud.storage", "google-cloud-storage")}
-
-
-def store_scheme(uri: str) -> str:
-    return "file" if Path(uri).is_absolute() else urlparse(uri).scheme
-
-
-def store_problem(uri: str) -> str | None:
-    """Why ``uri`` cannot be used as IMAGES_STORE here (a scheme we have no store for, or a
-    package its store needs that is not installed), or None."""
-    if not uri.strip():
-        return "IMAGES_STORE is empty: give a path, file://, s3:// or gs://"
-    scheme = store_scheme(uri)
-    if scheme not in STORE_SCHEMES:
-        return f"IMAGES_STORE={uri!r} is not a store this project can write: use a path, file://, s3:// or gs://"
-    module, package = STORE_MODULES.get(scheme, (None, None))
-    if module is not None:
-        try:
-            found = importlib.util.find_spec(module) is not None
-        except ModuleNotFoundError:  # a parent package (google) is missing
-            found = False
-        if not found:
-            return f"IMAGES_STORE={uri!r} needs the {package} package, which is not installed: pip install {package}"
-    return None
-
-
-def open_store(uri: str, settings: BaseSettings) -> FilesStoreProtocol:
-    """The store for ``uri`` as the images pipeline opens it (same credentials, ACLs, atomicity)."""
-    problem = store_problem(uri)
-    if problem:
-        raise ValueError(problem)
-    # Scrapy configures its S3/GCS store classes from settings (AWS_*, GCS_*, *_ACL) here.
-    ImagesPipeline._update_stores(settings)
-    return STORE_SCHEMES[store_scheme(uri)](uri)

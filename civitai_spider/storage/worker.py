@@ -1,37 +1,38 @@
 """A store process: checks or converts downloaded images and writes files to a local store.
 
-Started by ``civitai_spider.store_pool.StorePool`` as
-``python -c "...; main()"``, it imports Pillow and our imaging code, nothing of
-Scrapy. It reads jobs from its stdin and answers each one, in order, on its
-stdout (fd 1 is pointed at stderr once the process starts, so that nothing but
-answers ever goes there).
+Started by ``civitai_spider.storage.pool.StorePool`` as ``python -c "...; main()"``,
+it imports Pillow and our imaging code, nothing of Scrapy. It reads jobs from its
+stdin and answers each one, in order, on its stdout (fd 1 is pointed at stderr
+once the process starts, so that nothing but answers ever goes there).
 
 Every message, both ways, is a frame: ``!II`` (header length, data length), a
-pickled header (a tuple), then the data bytes (an image, or nothing). Jobs:
+JSON header (a list), then the data bytes (an image, or nothing). JSON, not
+pickle: this process has just parsed hostile bytes, and the crawl's process must
+not unpickle what it sends. Jobs:
 
-- ``("init", basedir, shared)``: ``shared`` is None or (fd, size) of the memory shared
-  with the crawl's process (``store_pool._Ring``). Answered ``("ready", pid)``.
-- ``("image", stem, thumb_paths, policy)`` + the downloaded bytes, or
-  ``("image", stem, thumb_paths, policy, (offset, length))``, the bytes being at that
+- ``["init", basedir, shared]``: ``shared`` is null or [fd, size] of the memory shared
+  with the crawl's process (``pool._Ring``). Answered ``["ready", pid]``.
+- ``["image", stem, thumb_paths, policy]`` + the downloaded bytes, or
+  ``["image", stem, thumb_paths, policy, [offset, length]]``, the bytes being at that
   place in the shared memory (no longer needed once answered): ``process_image`` then
-  the image (``<stem>.<ext>``) and its thumbnails written atomically. Answered
-  ``("stored", StoredImage without its bytes)``, ``("rejected", reason, detail)``,
-  or ``("store_error", stored, error)``.
-- ``("metadata", stem, meta, captions, max_bytes)``: the image's metadata files
-  (``metadata_files``) written atomically, in order. Answered ``("written", files,
-  bytes)``, ``("too_large", bytes)`` (over ``max_bytes``: none written) or
-  ``("store_error", None, error)``.
+  the image (``<stem>.<ext>``) and its thumbnails written atomically. ``policy`` is
+  ``ImagePolicy.to_json()``. Answered ``["stored", summary]`` (``StoredImage.summary()``),
+  ``["rejected", reason, detail]``, or ``["store_error", summary, error]``.
+- ``["metadata", stem, meta, captions, max_bytes]``: the image's metadata files
+  (``metadata_files``) written atomically, in order. Answered ``["written", files,
+  bytes]``, ``["too_large", bytes]`` (over ``max_bytes``: none written) or
+  ``["store_error", null, error]``.
 
-An error is ``(class name, errno or None, message, filename or None)``; any
-other exception in a job is answered ``("error", traceback text)``. End of input
+An error is ``[class name, errno or null, message, filename or null]``; any
+other exception in a job is answered ``["error", traceback text]``. End of input
 ends the process (exit 0): the crawl closing, or the crawl's process gone.
 """
 
 from __future__ import annotations
 
+import json
 import mmap
 import os
-import pickle
 import signal
 import struct
 import sys
@@ -41,22 +42,33 @@ from typing import Any, BinaryIO
 
 from PIL import Image
 
-from civitai_spider.atomic_files import AtomicWriter
 from civitai_spider.imaging import ImagePolicy, ImageRejected, StoredImage, process_image
-from civitai_spider.metadata_files import MetadataTooLarge, sized_metadata_files
+from civitai_spider.storage.atomic import AtomicWriter
+from civitai_spider.storage.metadata_files import MetadataTooLarge, sized_metadata_files
 
 FRAME = struct.Struct("!II")
 
 
-def write_frame(out: BinaryIO, header: tuple[Any, ...], data: bytes = b"") -> None:
-    meta = pickle.dumps(header, protocol=pickle.HIGHEST_PROTOCOL)
+def encode_header(header: list[Any]) -> bytes:
+    return json.dumps(header, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def decode_header(meta: bytes) -> list[Any]:
+    header = json.loads(meta)
+    if not isinstance(header, list) or not header:
+        raise ValueError(f"not a message: {meta[:80]!r}")
+    return header
+
+
+def write_frame(out: BinaryIO, header: list[Any], data: bytes = b"") -> None:
+    meta = encode_header(header)
     out.write(FRAME.pack(len(meta), len(data)) + meta)
     if data:
         out.write(data)
     out.flush()
 
 
-def read_frame(source: BinaryIO) -> tuple[tuple[Any, ...], bytes] | None:
+def read_frame(source: BinaryIO) -> tuple[list[Any], bytes] | None:
     """The next frame, or None at end of input (a frame cut short also ends the input)."""
     head = source.read(FRAME.size)
     if len(head) < FRAME.size:
@@ -66,13 +78,14 @@ def read_frame(source: BinaryIO) -> tuple[tuple[Any, ...], bytes] | None:
     data = source.read(data_len) if data_len else b""
     if len(meta) < meta_len or len(data) < data_len:
         return None
-    return pickle.loads(meta), data
+    return decode_header(meta), data
 
 
-def describe_error(exc: BaseException) -> tuple[str, int | None, str, str | None]:
+def describe_error(exc: BaseException) -> list[Any]:
     if isinstance(exc, OSError):
-        return (type(exc).__name__, exc.errno, exc.strerror or str(exc), exc.filename)
-    return (type(exc).__name__, None, str(exc), None)
+        filename = exc.filename if isinstance(exc.filename, str) else None
+        return [type(exc).__name__, exc.errno, exc.strerror or str(exc), filename]
+    return [type(exc).__name__, None, str(exc), None]
 
 
 def store_image(
@@ -101,7 +114,7 @@ def store_image(
     return stored, path, None
 
 
-def run_job(header: tuple[Any, ...], data: bytes, writer: AtomicWriter, shared: mmap.mmap | None) -> tuple[Any, ...]:
+def run_job(header: list[Any], data: bytes, writer: AtomicWriter, shared: mmap.mmap | None) -> list[Any]:
     kind = header[0]
     if kind == "image":
         _, stem, thumb_paths, policy, *where = header
@@ -111,23 +124,23 @@ def run_job(header: tuple[Any, ...], data: bytes, writer: AtomicWriter, shared: 
             offset, length = where[0]
             data = shared[offset:offset + length]
         try:
-            stored, _, error = store_image(data, stem, thumb_paths, policy, writer.write_files)
+            stored, _, error = store_image(data, stem, thumb_paths, ImagePolicy.from_json(policy), writer.write_files)
         except ImageRejected as exc:
-            return ("rejected", exc.reason, exc.detail)
+            return ["rejected", exc.reason, exc.detail]
         if error is not None:
-            return ("store_error", stored, describe_error(error))
-        return ("stored", stored)
+            return ["store_error", stored.summary(), describe_error(error)]
+        return ["stored", stored.summary()]
     if kind == "metadata":
         _, stem, meta, captions, max_bytes = header
         try:
             files, size = sized_metadata_files(stem, meta, captions, max_bytes)
         except MetadataTooLarge as exc:
-            return ("too_large", exc.size)
+            return ["too_large", exc.size]
         try:
             writer.write_files((name, data) for name, (data, _) in files.items())
         except Exception as exc:
-            return ("store_error", None, describe_error(exc))
-        return ("written", len(files), size)
+            return ["store_error", None, describe_error(exc)]
+        return ["written", len(files), size]
     raise ValueError(f"unknown job {kind!r}")
 
 
@@ -142,13 +155,13 @@ def serve(source: BinaryIO, out: BinaryIO) -> int:
     # The images pipeline checks bombs itself, with the configured limit (see imaging).
     Image.MAX_IMAGE_PIXELS = None
     writer = AtomicWriter(basedir)
-    write_frame(out, ("ready", os.getpid()))
+    write_frame(out, ["ready", os.getpid()])
     while (frame := read_frame(source)) is not None:
         header, data = frame
         try:
             answer = run_job(header, data, writer, shared)
         except Exception:
-            answer = ("error", traceback.format_exc(limit=8))
+            answer = ["error", traceback.format_exc(limit=8)]
         write_frame(out, answer)
     return 0
 

@@ -1,7 +1,7 @@
 """An image's metadata files, built from its ``meta``: plain functions, no Scrapy.
 
 Used by the metadata pipeline, and by the store processes that build and write
-these files for a local store (``civitai_spider.store_worker``).
+these files for a local store (``civitai_spider.storage.worker``).
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 Each file is written to a hidden ``.<name>.<prefix><n>.part`` beside its final
 name and renamed into place (``os.replace``): a crash never leaves a partial file
-under a final name. ``remove_partial_files`` in ``civitai_spider.stores`` cleans
-up the ``.part`` files a killed process leaves behind.
+under a final name. ``remove_partial_files`` cleans up the ``.part`` files a
+killed process leaves behind.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import os
 import secrets
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -71,3 +72,26 @@ class AtomicWriter:
             final = os.path.join(self.basedir, *path.split("/"))
             name = os.path.basename(final)
             _write_atomically(final, f".{name}.{self._prefix}{next(self._seq):x}{PART_SUFFIX}", data)
+
+
+def remove_partial_files(folder: Path, older_than: float = 0.0) -> int:
+    """Delete ``.*.part`` files left in ``folder`` by a process that died mid-write.
+
+    With ``older_than`` (seconds), only files not modified for that long: other
+    processes writing to the same folder (a shared crawl) keep their files. A file
+    that is gone by the time it is looked at (its writer renamed it into place, as
+    another worker starting at the same moment does with its write probe) is skipped.
+    """
+    removed = 0
+    cutoff = time.time() - older_than
+    if folder.is_dir():
+        for entry in os.scandir(folder):
+            if entry.name.startswith(".") and entry.name.endswith(PART_SUFFIX):
+                try:
+                    if older_than and entry.stat().st_mtime > cutoff:
+                        continue
+                    os.unlink(entry.path)
+                except FileNotFoundError:
+                    continue
+                removed += 1
+    return removed

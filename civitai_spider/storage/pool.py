@@ -2,7 +2,7 @@
 
 With a local store, the crawl's own process only downloads; every image's check
 or conversion, its writes, and the metadata files' writes are done by
-``CIVITAI_STORE_PROCESSES`` child processes (``civitai_spider.store_worker``). In
+``CIVITAI_STORE_PROCESSES`` child processes (``civitai_spider.storage.worker``). In
 the crawl's process they would share one interpreter lock with Scrapy: measured
 on 2 cores, worker threads doing this work made the reactor thread wait for the
 lock tens of thousands of times a run (most of the run's system CPU), and the
@@ -15,12 +15,8 @@ the one it was working on is tried once more, and if it kills a second child it
 fails (``StoreProcessFailed``: the images pipeline records the image as failed,
 ``store_process_died``, and the next run tries it again). A hostile file that
 crashes a decoder costs one image, not the crawl. If no child can be started, the
-pool says why and the pipelines do the work in threads of the crawl's process,
-as they do for ``s3://`` and ``gs://`` stores (which this pool does not serve).
-
-An extension (``EXTENSIONS``), so that both pipelines share it
-(``crawler.get_extension(StorePool)``); the children start when the spider opens
-and stop when it has closed.
+pool says why and ``processes.ProcessStorage`` does the work in threads of the
+crawl's process instead. Messages are JSON (``worker``), never pickles.
 """
 
 from __future__ import annotations
@@ -31,29 +27,25 @@ import json
 import logging
 import mmap
 import os
-import pickle
 import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from scrapy import signals
-from scrapy.exceptions import NotConfigured
-
 from civitai_spider.imaging import ImagePolicy, ImageRejected, StoredImage
-from civitai_spider.metadata_files import MetadataTooLarge
-from civitai_spider.store_worker import FRAME
-from civitai_spider.stores import AtomicFSFilesStore, open_store
+from civitai_spider.storage.base import StoreWriteError
+from civitai_spider.storage.metadata_files import MetadataTooLarge
+from civitai_spider.storage.worker import FRAME, decode_header, encode_header
 
 if TYPE_CHECKING:
-    from scrapy.crawler import Crawler
+    from scrapy.statscollectors import StatsCollector
 
 logger = logging.getLogger(__name__)
 
 CHILD_CODE = (
     "import json, sys; sys.path[:] = json.loads(sys.argv[1]); "
-    "from civitai_spider.store_worker import main; sys.exit(main())"
+    "from civitai_spider.storage.worker import main; sys.exit(main())"
 )
 PIPE_SIZE = 1 << 20  # asked for on the pipe to a child: a whole image in one write, mostly
 RING_SIZE = 8 << 20  # bytes of memory shared with each child for the images it has in hand
@@ -67,7 +59,7 @@ class StoreProcessFailed(Exception):
     """A job that no store process could finish (it died with it twice), or no process to run it."""
 
 
-def rebuild_error(described: tuple[str, int | None, str, str | None]) -> Exception:
+def rebuild_error(described: list[Any]) -> Exception:
     """An exception like the one a store process met (``store_worker.describe_error``)."""
     name, errno, message, filename = described
     if errno is not None:
@@ -131,9 +123,9 @@ class _Ring:
 
 @dataclass
 class _Job:
-    header: tuple[Any, ...]
+    header: list[Any]
     data: bytes
-    future: asyncio.Future[tuple[Any, ...]]
+    future: asyncio.Future[list[Any]]
     tries: int = 0
     started_at: float = 0.0  # when the child got to it (answered the job before it)
     in_ring: bool = False  # its bytes are in the child's ring, not in its frame
@@ -151,20 +143,13 @@ class _Child:
 
 
 class StorePool:
-    def __init__(self, crawler: Crawler) -> None:
-        settings = crawler.settings
-        count = settings.getint("CIVITAI_STORE_PROCESSES", -1)
-        if count < 0:
-            count = max(1, min(os.cpu_count() or 1, 4))
-        if count == 0:
-            raise NotConfigured("CIVITAI_STORE_PROCESSES=0: images are checked and written in threads")
-        store = open_store(str(settings.get("IMAGES_STORE")), settings)
-        if not isinstance(store, AtomicFSFilesStore):
-            raise NotConfigured("not a local store: images are checked in threads, written by the store")
-        self.crawler = crawler
-        self.size = count
-        self.basedir = os.path.abspath(store.basedir)
-        self.timeout = settings.getfloat("CIVITAI_STORE_PROCESS_TIMEOUT", 300.0)
+    """``size`` store processes writing under ``basedir``; ``timeout``: seconds a job may take (0: no limit)."""
+
+    def __init__(self, basedir: str, size: int, timeout: float, stats: StatsCollector) -> None:
+        self.stats = stats
+        self.size = size
+        self.basedir = basedir
+        self.timeout = timeout
         self.children: list[_Child] = []
         self.closing = False
         self.broken = False  # no child could be started: the pipelines use threads
@@ -172,12 +157,6 @@ class StorePool:
         self._restarting = 0  # children being started in place of dead ones
         self._changed = asyncio.Event()  # a child became ready, or the pool broke
         self._watch: asyncio.Task[None] | None = None
-        crawler.signals.connect(self.spider_opened, signal=signals.spider_opened)
-        crawler.signals.connect(self.spider_closed, signal=signals.spider_closed)
-
-    @classmethod
-    def from_crawler(cls, crawler: Crawler) -> StorePool:
-        return cls(crawler)
 
     @property
     def usable(self) -> bool:
@@ -194,38 +173,37 @@ class StorePool:
         the store's error); raises ``ImageRejected`` for bytes that are not stored and
         ``StoreProcessFailed``.
         """
-        answer = await self._run(("image", stem, thumb_paths, policy), data)
+        answer = await self._run(["image", stem, thumb_paths, policy.to_json()], data)
         kind = answer[0]
-        if kind == "stored":
-            return answer[1], f"{stem}.{answer[1].ext}", None
+        if kind in ("stored", "store_error"):
+            stored = StoredImage.from_summary(answer[1])
+            return stored, f"{stem}.{stored.ext}", rebuild_error(answer[2]) if kind == "store_error" else None
         if kind == "rejected":
             raise ImageRejected(answer[1], answer[2])
-        if kind == "store_error":
-            return answer[1], f"{stem}.{answer[1].ext}", rebuild_error(answer[2])
         raise StoreProcessFailed(f"store process error: {answer[1]}")
 
     async def write_metadata(self, stem: str, meta: Any, captions: bool, max_bytes: int) -> tuple[int, int]:
         """Build an image's metadata files (``metadata_files``) and write them atomically.
 
         Returns (files, bytes) written; raises ``MetadataTooLarge`` over ``max_bytes``
-        (nothing written), the store's error, or ``StoreProcessFailed``.
+        (nothing written), ``StoreWriteError``, or ``StoreProcessFailed``.
         """
-        answer = await self._run(("metadata", stem, meta, captions, max_bytes))
+        answer = await self._run(["metadata", stem, meta, captions, max_bytes])
         if answer[0] == "written":
             return answer[1], answer[2]
         if answer[0] == "too_large":
             raise MetadataTooLarge(answer[1])
         if answer[0] == "store_error":
-            raise rebuild_error(answer[2])
+            raise StoreWriteError(rebuild_error(answer[2]))
         raise StoreProcessFailed(f"store process error: {answer[1]}")
 
-    async def _run(self, header: tuple[Any, ...], data: bytes = b"") -> tuple[Any, ...]:
+    async def _run(self, header: list[Any], data: bytes = b"") -> list[Any]:
         await self._started()
         if self.broken:
             raise StoreProcessFailed("no store process could be started (see the log)")
         job = _Job(header, data, asyncio.get_running_loop().create_future())
         await self._send(job)
-        self.crawler.stats.inc_value("store_processes/jobs")
+        self.stats.inc_value("store_processes/jobs")
         return await job.future
 
     async def _send(self, job: _Job) -> None:
@@ -240,10 +218,10 @@ class StorePool:
         where = child.ring.put(data) if child.ring is not None and data else None
         job.in_ring = where is not None
         if where is not None:
-            header, data = (*header, where), b""
+            header, data = [*header, list(where)], b""
         if job.data:
-            self.crawler.stats.inc_value(f"store_processes/images_via_{'memory' if job.in_ring else 'pipe'}")
-        meta = pickle.dumps(header, protocol=pickle.HIGHEST_PROTOCOL)
+            self.stats.inc_value(f"store_processes/images_via_{'memory' if job.in_ring else 'pipe'}")
+        meta = encode_header(header)
         if not child.pending:
             job.started_at = time.monotonic()
         child.pending.append(job)
@@ -256,9 +234,9 @@ class StorePool:
 
     # --- children -----------------------------------------------------------------
 
-    def spider_opened(self) -> None:
-        # Started, not waited for: the first requests leave while the children import
-        # Pillow; the first job waits for them (``_started``).
+    def start(self) -> None:
+        """Start the children, not waiting for them: the crawl's first requests leave while they
+        import Pillow; the first job waits for them (``_started``)."""
         self._start()
 
     def _start(self) -> asyncio.Task[None]:
@@ -300,14 +278,14 @@ class StorePool:
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
         _grow_pipe(proc.stdin)
         child.tasks.append(asyncio.ensure_future(self._log_stderr(child)))
-        shared = (ring.fd, ring.size) if ring is not None else None
-        meta = pickle.dumps(("init", self.basedir, shared), protocol=pickle.HIGHEST_PROTOCOL)
+        shared = [ring.fd, ring.size] if ring is not None else None
+        meta = encode_header(["init", self.basedir, shared])
         proc.stdin.write(FRAME.pack(len(meta), 0) + meta)
         try:
             answer = await asyncio.wait_for(_read_answer(proc.stdout), START_TIMEOUT)
             if answer[0] != "ready":
                 raise ValueError(f"unexpected first answer {answer!r}")
-        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError, ValueError, pickle.UnpicklingError) as exc:
+        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError, ValueError) as exc:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             code = await proc.wait()
@@ -323,7 +301,7 @@ class StorePool:
         if self.closing:  # started in place of a dead one as the crawl closed: let it end too
             proc.stdin.close()
         child.tasks.append(asyncio.ensure_future(self._read_answers(child)))
-        self.crawler.stats.inc_value("store_processes/started")
+        self.stats.inc_value("store_processes/started")
         logger.debug("Store process %s ready", answer[1])
 
     async def _read_answers(self, child: _Child) -> None:
@@ -332,6 +310,11 @@ class StorePool:
             try:
                 answer = await _read_answer(child.proc.stdout)
             except (asyncio.IncompleteReadError, ConnectionError):
+                break
+            except ValueError as exc:  # not a message: the child is not what it should be
+                child.killed_for = f"killed: it sent something that is not an answer ({exc})"
+                with contextlib.suppress(ProcessLookupError):
+                    child.proc.kill()
                 break
             job = child.pending.popleft()
             if job.in_ring and child.ring is not None:
@@ -366,7 +349,7 @@ class StorePool:
             if self.closing and not orphans:
                 return
             why = child.killed_for or f"exit code {code}"
-            self.crawler.stats.inc_value("store_processes/died")
+            self.stats.inc_value("store_processes/died")
             logger.error(
                 "A store process (pid %s) ended with %d job(s) in hand: %s. Last lines of its stderr: %s",
                 child.proc.pid, len(orphans), why, " | ".join(child.stderr_tail) or "none",
@@ -403,7 +386,8 @@ class StorePool:
                     with contextlib.suppress(ProcessLookupError):
                         child.proc.kill()
 
-    async def spider_closed(self) -> None:
+    async def stop(self) -> None:
+        """Let every child finish its jobs and end (its input closed), or kill it after a while."""
         self.closing = True
         if self._watch is not None:
             self._watch.cancel()
@@ -425,9 +409,9 @@ class StorePool:
                 child.ring.close()
 
 
-async def _read_answer(stdout: asyncio.StreamReader) -> tuple[Any, ...]:
+async def _read_answer(stdout: asyncio.StreamReader) -> list[Any]:
     meta_len, data_len = FRAME.unpack(await stdout.readexactly(FRAME.size))
-    answer = pickle.loads(await stdout.readexactly(meta_len))
+    answer = decode_header(await stdout.readexactly(meta_len))  # JSON: a child's answer is data, never code
     if data_len:
         await stdout.readexactly(data_len)
     return answer

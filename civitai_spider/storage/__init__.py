@@ -1,0 +1,45 @@
+"""Storage: where a harvest's images, metadata files and records go.
+
+One ``Storage`` per crawl, picked by the scheme of ``IMAGES_STORE`` as Scrapy
+picks its media stores (``STORAGES``), built once (an extension) and used by
+the pipelines:
+
+- ``LocalStorage`` (a path, ``file://``): files written atomically in worker threads;
+- ``ProcessStorage``: the same folder, the work done by store processes
+  (``CIVITAI_STORE_PROCESSES``, the default for a local store);
+- ``ObjectStorage`` (``s3://``, ``gs://``): Scrapy's S3 and GCS stores.
+
+Modules without Scrapy, which the store processes import: ``atomic`` (atomic
+writes), ``metadata_files`` (an image's metadata files), ``worker`` (a store
+process). ``records``: append-only records (``downloaded_ids.txt``, ``failures.jsonl``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from civitai_spider.storage.base import Storage, StoreWriteError, storage_problem, store_scheme
+from civitai_spider.storage.local import LocalStorage
+from civitai_spider.storage.objects import ObjectStorage
+from civitai_spider.storage.pool import StoreProcessFailed
+from civitai_spider.storage.processes import ProcessStorage, process_count
+
+if TYPE_CHECKING:
+    from scrapy.settings import BaseSettings
+
+__all__ = [
+    "STORAGES", "LocalStorage", "ObjectStorage", "ProcessStorage", "Storage", "StoreProcessFailed",
+    "StoreWriteError", "storage_class", "storage_problem",
+]
+
+#: URI scheme -> the kind of storage ("" is a relative path).
+STORAGES: dict[str, type[Storage]] = {"": LocalStorage, "file": LocalStorage, "s3": ObjectStorage, "gs": ObjectStorage}
+
+
+def storage_class(uri: str, settings: BaseSettings) -> type[Storage]:
+    """The kind of storage for ``uri``: by its scheme; a local one with store processes unless
+    ``CIVITAI_STORE_PROCESSES`` is 0."""
+    cls = STORAGES[store_scheme(uri)]
+    if cls is LocalStorage and process_count(settings):
+        return ProcessStorage
+    return cls
