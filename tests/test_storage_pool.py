@@ -121,3 +121,16 @@ async def test_no_store_process_starts_so_threads_do_the_work(server, tmp_path, 
     assert stored_ids(store) == list(range(1, 21))
     assert "store_processes/started" not in result.stats
     assert any("No store process could be started" in r.getMessage() for r in caplog.records)
+
+
+def test_a_store_process_imports_neither_scrapy_nor_twisted():
+    """What a store process imports is paid at every start (once per store process per crawl):
+    Pillow and our imaging code, not Scrapy, which the storage package's other modules import."""
+    import subprocess
+
+    from tests.support import REPO
+
+    code = ("import sys, civitai_spider.storage.worker; "
+            "print(sorted(m for m in ('scrapy', 'twisted', 'botocore', 'redis') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", done.stdout

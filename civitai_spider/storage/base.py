@@ -36,12 +36,12 @@ def store_scheme(uri: str) -> str:
 def storage_problem(uri: str) -> str | None:
     """Why ``uri`` cannot be used as IMAGES_STORE here (empty, a scheme we have no storage for,
     a package its storage needs that is not installed), or None."""
-    from civitai_spider.storage import STORAGES  # the scheme -> class map (its modules import this one)
+    from civitai_spider.storage import storages  # the scheme -> class map (its modules import this one)
 
     if not uri.strip():
         return "IMAGES_STORE is empty: give a path, file://, s3:// or gs://"
     scheme = store_scheme(uri)
-    if scheme not in STORAGES:
+    if scheme not in storages():
         return f"IMAGES_STORE={uri!r} is not a store this project can write: use a path, file://, s3:// or gs://"
     module, package = STORE_MODULES.get(scheme, (None, None))
     if module is not None:
@@ -59,7 +59,7 @@ class Storage(ABC):
     files, and append-only records.
 
     One per crawl: an extension (``EXTENSIONS``), built from ``IMAGES_STORE`` by
-    ``from_crawler``, which picks the kind by the URI's scheme (``STORAGES``, as
+    ``from_crawler``, which picks the kind by the URI's scheme (``storages()``, as
     Scrapy picks its media stores); the pipelines get it with
     ``crawler.get_extension(Storage)``. ``open`` readies it once, whoever asks
     first. Failures: ``imaging.ImageRejected`` for bytes that are not stored,
