@@ -29,18 +29,10 @@ CIVITAI_PAGE_LIMIT = 200
 CIVITAI_EARLY_STOP = True
 
 # With -s JOBDIR=DIR: how often (seconds, at most) the chains' resume positions are
-# written to DIR/spider.state while the crawl runs (also at close).
+# written to DIR/spider.state while the crawl runs (also at close). The scheduler's
+# queue stays in memory (the chains resume from their positions): the project's add-on
+# picks the scheduler (civitai_spider/addon.py).
 CIVITAI_STATE_SAVE_INTERVAL = 1.0
-# With JOBDIR, Scrapy keeps its scheduler queue on disk (JOBDIR/requests.queue/). Ours
-# stays in memory: the chains resume from spider.state, so nothing is lost, and a queue
-# file cut short by kill -9 can no longer break the next run (queuelib then fails with
-# "unpack requires a buffer of 4 bytes" and the chain's next page is dropped). Image
-# requests never go through the scheduler.
-SCHEDULER_DISK_QUEUE = "scrapy.squeues.LifoMemoryQueue"
-SCHEDULER_START_DISK_QUEUE = "scrapy.squeues.FifoMemoryQueue"
-# Scrapy's scheduler, but its JOBDIR state file (requests.queue/active.json) is written
-# atomically and an unreadable one is ignored, not fatal (civitai_spider/scheduler.py).
-SCHEDULER = "civitai_spider.scheduler.JobdirScheduler"
 
 # Image URLs are fetched only from these hosts and their subdomains (image.civitai.com,
 # image-b2.civitai.com, image.civitai.red...), and from the host of CIVITAI_API_URL.
@@ -160,6 +152,9 @@ CIVITAI_META_MAX_BYTES = 16 * 1024 * 1024
 EXTENSIONS = {
     # The crawl's one storage (images, metadata files, records), picked by IMAGES_STORE's scheme.
     "civitai_spider.storage.Storage": 5,
+    # Replaced by civitai_spider.extensions.chain_state.ChainState (the add-on's, with JOBDIR),
+    # which writes the same file atomically (this one truncates it, then pickles into it).
+    "scrapy.extensions.spiderstate.SpiderState": None,
     "civitai_spider.extensions.fieldstats.CivitaiFieldStats": 10,
     "civitai_spider.extensions.progress.Progress": 500,
     "civitai_spider.extensions.summary.RunSummary": 600,
@@ -177,7 +172,6 @@ CIVITAI_PROGRESS_INTERVAL = 60.0
 # See civitai_spider/shared_crawl/ and README "Many workers". Off unless a Redis
 # URL is given (here, with -s, or in the CIVITAI_REDIS_URL environment variable,
 # which keeps a password out of Scrapyd's job list).
-ADDONS = {"civitai_spider.shared_crawl.addon.SharedCrawlAddon": 0}
 # redis://[:password@]host:6379/0; "" (and no environment variable): one process.
 CIVITAI_REDIS_URL = ""
 # The crawl's name in Redis (keys civitai:<name>:*): one Redis can hold several crawls.
@@ -202,6 +196,10 @@ CIVITAI_REDIS_POLL_INTERVAL = 0.1
 CIVITAI_REDIS_PAGES_PER_WORKER = 2
 
 # --- Twisted / Scrapy plumbing ----------------------------------------------
+
+# The project's add-on (civitai_spider/addon.py): the scheduler and JOBDIR chain state
+# of a one-process crawl, or the shared crawl's wiring with CIVITAI_REDIS_URL.
+ADDONS = {"civitai_spider.addon.CivitaiAddon": 0}
 
 TWISTED_REACTOR = "twisted.internet.asyncioreactor.AsyncioSelectorReactor"
 FEED_EXPORT_ENCODING = "utf-8"

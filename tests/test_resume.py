@@ -185,7 +185,8 @@ def test_ten_kills_at_random_moments(server, tmp_path):
 
 def test_a_scheduler_state_file_cut_short_by_a_kill_does_not_stop_the_resumed_crawl(server, tmp_path):
     """kill -9 while Scrapy writes JOBDIR/requests.queue/active.json at close (it truncates, then
-    writes) leaves it empty: the next run of that JOBDIR died at open with a JSONDecodeError."""
+    writes) leaves it empty: the next run of that JOBDIR died at open with a JSONDecodeError.
+    Our scheduler keeps no queue in JOBDIR: such a file (from an earlier version) is left alone."""
     server.load(scenario(IMAGES[:100], FILES))
     store, jobdir, log = tmp_path / "store", tmp_path / "job", tmp_path / "crawl.log"
     queue = jobdir / "requests.queue"
@@ -195,12 +196,32 @@ def test_a_scheduler_state_file_cut_short_by_a_kill_does_not_stop_the_resumed_cr
     process = start_crawl(server, store, jobdir, log)
 
     assert process.wait(timeout=60) == 0, log.read_text()[-3000:]
+    assert "Traceback" not in log.read_text()
+    assert sorted(done_ids(store)) == sorted(i for i in EXPECTED if i <= 100)
+    assert (queue / "active.json").read_bytes() == b""  # not read, not written
+
+
+def test_a_chain_state_file_cut_short_is_a_warning_and_the_walk_starts_afresh(server, tmp_path):
+    """Scrapy's own SpiderState wrote JOBDIR/spider.state at close by truncating it, then pickling:
+    a kill between the two left it empty and every later run died at open. Ours writes it whole
+    (atomically) and reads a damaged one as no state."""
+    server.load(scenario(IMAGES[:100], FILES))
+    store, jobdir, log = tmp_path / "store", tmp_path / "job", tmp_path / "crawl.log"
+    jobdir.mkdir()
+    (jobdir / "spider.state").write_bytes(b"\x80\x04\x95")  # a pickle cut short
+
+    process = start_crawl(server, store, jobdir, log)
+
+    assert process.wait(timeout=60) == 0, log.read_text()[-3000:]
     text = log.read_text()
     assert "Traceback" not in text
-    assert "requests.queue/active.json unreadable (JSONDecodeError" in text
-    assert "'scheduler/state_unreadable': 1" in text
+    assert "JOBDIR state " in text and "spider.state unreadable (UnpicklingError" in text
+    assert "'chain_state/unreadable': 1" in text
     assert sorted(done_ids(store)) == sorted(i for i in EXPECTED if i <= 100)
-    assert json.loads((queue / "active.json").read_text()) == {}  # written whole at close
+    import pickle
+
+    with open(jobdir / "spider.state", "rb") as state:  # written whole since
+        assert pickle.load(state)["chains"]["all"]["status"] in ("complete", "early_stop")
 
 
 def test_a_request_queue_file_cut_short_by_a_kill_does_not_end_the_resumed_crawl(server, tmp_path):

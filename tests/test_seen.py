@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import pytest_twisted
 
 from civitai_spider.done_ids import IdSet, parse_ids
@@ -106,25 +105,3 @@ def test_id_set_memory_stays_small():
     as_python_set = 200_000 * 60
     assert held < 8 * 200_000 + 2 * 2**20 < as_python_set / 3, held
     assert 10**9 + 123_456 in ids and 10**9 + 200_000 not in ids
-
-
-def test_a_stopped_worker_whose_redis_is_away_leaves_the_image_with_a_reason(tmp_path):
-    """No engine running (a stopping worker): the image is left for whoever walks its page
-    again. A running worker waits for Redis instead (tests/test_shared_crawl.py, the outage test)."""
-
-    from scrapy.utils.test import get_crawler
-
-    from civitai_spider.exceptions import RetryLater
-    from civitai_spider.pipelines.seen import DoneIdsPipeline
-    from civitai_spider.spiders.civitai import CivitaiSpider
-
-    from civitai_spider.storage import LocalStorage
-
-    crawler = get_crawler(CivitaiSpider, {"IMAGES_STORE": str(tmp_path), "CIVITAI_REDIS_URL": "redis://127.0.0.1:1/0"})
-    crawler.stats.open_spider()
-    pipeline = DoneIdsPipeline(crawler, LocalStorage(crawler, str(tmp_path)))
-    with pytest.raises(RetryLater, match=r"image 7: not claimed, Redis unavailable"):
-        pipeline.process_item({"id": 7}).send(None)  # raises before its first await
-    assert crawler.stats.get_value("redis/errors") == 1
-    assert 7 not in pipeline.in_flight
-    pipeline.item_scraped({"id": 8})  # not in flight: nothing to mark, no error

@@ -111,24 +111,33 @@ def shared(redis_server, crawl: str, worker: str, timeout: float = 30.0) -> Shar
                        worker_timeout=timeout, url=redis_server.url)
 
 
-def test_the_add_on_scheduler_wins_over_settings_py_and_loses_to_the_command_line():
-    """settings.py names the one-process JobdirScheduler; with CIVITAI_REDIS_URL the add-on's
-    LeasingScheduler replaces it (an add-on-priority setting would not), and -s still wins."""
+def test_one_add_on_picks_the_scheduler_and_the_command_line_still_wins():
+    """The project's add-on: ChainScheduler and JOBDIR chain state for one process; with
+    CIVITAI_REDIS_URL the shared crawl's scheduler, worker loop, lease middleware and claim
+    pipeline instead; a -s on the command line wins over either."""
     from scrapy.settings import Settings
 
     import civitai_spider.settings as project
-    from civitai_spider.shared_crawl.addon import SharedCrawlAddon
+    from civitai_spider.addon import CHAIN_STATE, CivitaiAddon
 
-    def scheduler(**cmdline: str) -> str:
+    def wired(**cmdline: str) -> Settings:
         settings = Settings()
         settings.setmodule(project, priority="project")
         settings.setdict(cmdline, priority="cmdline")
-        SharedCrawlAddon().update_settings(settings)
-        return settings["SCHEDULER"]
+        CivitaiAddon().update_settings(settings)
+        return settings
 
-    assert scheduler() == "civitai_spider.scheduler.JobdirScheduler"
-    assert scheduler(CIVITAI_REDIS_URL="redis://127.0.0.1:1/0") == "civitai_spider.shared_crawl.scheduler.LeasingScheduler"
-    assert scheduler(CIVITAI_REDIS_URL="redis://127.0.0.1:1/0", SCHEDULER="my.Scheduler") == "my.Scheduler"
+    one = wired()
+    assert one["SCHEDULER"] == "civitai_spider.scheduler.ChainScheduler"
+    assert one["EXTENSIONS"][CHAIN_STATE] and "civitai_spider.shared_crawl.claims.ClaimPipeline" not in one["ITEM_PIPELINES"]
+    shared = wired(CIVITAI_REDIS_URL="redis://127.0.0.1:1/0")
+    assert shared["SCHEDULER"] == "civitai_spider.shared_crawl.scheduler.LeasingScheduler"
+    assert CHAIN_STATE not in shared["EXTENSIONS"]
+    assert shared["ITEM_PIPELINES"]["civitai_spider.shared_crawl.claims.ClaimPipeline"] == 250
+    assert shared["SPIDER_MIDDLEWARES"]["civitai_spider.shared_crawl.leases.LeaseMiddleware"] == 950
+    assert shared.getfloat("CIVITAI_PARTIAL_FILES_MIN_AGE") == 3600
+    assert wired(SCHEDULER="my.Scheduler")["SCHEDULER"] == "my.Scheduler"
+    assert wired(CIVITAI_REDIS_URL="redis://127.0.0.1:1/0", SCHEDULER="my.Scheduler")["SCHEDULER"] == "my.Scheduler"
 
 
 def test_leases_claims_and_reaping(redis_server):
@@ -220,6 +229,25 @@ def test_starting_and_resuming_are_explicit(redis_server):
     with pytest.raises(SharedCrawlError) as raised:
         nowhere.open("new", "fp", "args")
     assert raised.value.reason == "redis_unreachable" and "hunter2" not in str(raised.value)
+
+
+def test_a_stopped_worker_whose_redis_is_away_leaves_the_image_with_a_reason(tmp_path):
+    """The claim pipeline with no engine running (a stopping worker): the image is left for
+    whoever walks its page again. A running worker waits for Redis instead (the outage test)."""
+    from scrapy.utils.test import get_crawler
+
+    from civitai_spider.exceptions import RetryLater
+    from civitai_spider.shared_crawl.claims import ClaimPipeline
+    from civitai_spider.spiders.civitai import CivitaiSpider
+
+    crawler = get_crawler(CivitaiSpider, {"IMAGES_STORE": str(tmp_path), "CIVITAI_REDIS_URL": "redis://127.0.0.1:1/0"})
+    crawler.stats.open_spider()
+    pipeline = ClaimPipeline.from_crawler(crawler)
+    with pytest.raises(RetryLater, match=r"image 7: not claimed, Redis unavailable"):
+        pipeline.process_item({"id": 7}).send(None)  # raises before its first await
+    assert crawler.stats.get_value("redis/errors") == 1
+    assert 7 not in pipeline.claimed
+    pipeline.item_scraped({"id": 8})  # not claimed: nothing to mark, no error
 
 
 def test_auto_starts_or_joins_in_one_step(redis_server):

@@ -26,11 +26,8 @@ from civitai_spider import settings as project_defaults
 from civitai_spider.arguments import ARGUMENT_HELP, ArgumentError
 from civitai_spider.extensions.summary import FAILED_REASONS
 from civitai_spider.setting_checks import SettingError, check_settings
-from civitai_spider.shared_crawl.state import redacted, redis_url
+from civitai_spider.shared_crawl.urls import REDIS_SCHEMES, redacted, redis_url
 from civitai_spider.storage import storage_problem
-
-REDIS_SCHEMES = ("redis", "rediss", "unix")
-
 
 class _HelpFormatter(RawDescriptionHelpFormatter, ScrapyHelpFormatter):
     """Scrapy's help layout, with the spider-argument list kept as written."""

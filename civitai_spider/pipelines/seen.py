@@ -13,11 +13,9 @@
   segments to an object store (at most ``CIVITAI_RECORD_FLUSH_LINES`` ids or
   ``CIVITAI_RECORD_FLUSH_SECONDS`` late, and at close). A failed or dropped
   image is never recorded, so the next run tries it again.
-- In a shared crawl (``CIVITAI_REDIS_URL``), an id that passes those checks is
-  also claimed in Redis (``done`` if another worker stored it in this crawl,
-  ``taken`` if a live worker is storing it: dropped either way), marked done in
-  Redis once stored, and unclaimed if it fails, so no two workers store one image.
-  While Redis is away, an item waits for its claim (asking again every second).
+
+(A shared crawl adds its claims in Redis in a pipeline of its own, right after
+this one: ``civitai_spider.shared_crawl.claims``.)
 """
 
 from __future__ import annotations
@@ -27,14 +25,11 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from itemadapter import ItemAdapter
-from redis.exceptions import RedisError
 from scrapy import signals
 from scrapy.exceptions import CloseSpider, DropItem, NotConfigured
-from scrapy.utils.asyncio import run_in_thread, sleep
+from scrapy.utils.asyncio import run_in_thread
 
 from civitai_spider.done_ids import IdSet, parse_ids
-from civitai_spider.exceptions import RetryLater
-from civitai_spider.shared_crawl.state import SharedCrawl
 from civitai_spider.storage import Storage
 
 if TYPE_CHECKING:
@@ -49,6 +44,11 @@ class AlreadyHandled(DropItem):
     """Dropped here because the id is done or in flight: says nothing about that other copy."""
 
 
+class HandledElsewhere(DropItem):
+    """Dropped further on because another process has stored the image, or is storing it
+    (a shared crawl's claims): this copy is finished with, like any other drop."""
+
+
 class DoneIdsPipeline:
     def __init__(self, crawler: Crawler, storage: Storage) -> None:
         self.crawler = crawler
@@ -56,7 +56,6 @@ class DoneIdsPipeline:
         self.record = storage.record(DONE_FILE)
         self.done = IdSet()
         self.in_flight: set[int] = set()
-        self.shared = SharedCrawl.for_crawler(crawler)
         crawler.signals.connect(self.item_scraped, signal=signals.item_scraped)
         crawler.signals.connect(self.item_finished, signal=signals.item_dropped)
         crawler.signals.connect(self.item_finished, signal=signals.item_error)
@@ -101,32 +100,8 @@ class DoneIdsPipeline:
         if image_id in self.in_flight:
             self.crawler.stats.inc_value("done/in_flight_duplicate")
             raise AlreadyHandled(f"image {image_id} is already being stored", log_level="DEBUG")
-        if self.shared is not None:
-            claim = await self._claim(image_id)
-            if claim == "done":
-                self.crawler.stats.inc_value("done/skipped")
-                raise AlreadyHandled(f"image {image_id} was stored by another worker", log_level="DEBUG")
-            if claim == "taken":
-                self.crawler.stats.inc_value("redis/images/claimed_by_other_worker")
-                raise AlreadyHandled(f"image {image_id} is being stored by another worker", log_level="DEBUG")
-            if claim == "mine_from_dead":
-                self.crawler.stats.inc_value("redis/images/taken_over_from_dead_worker")
         self.in_flight.add(image_id)
         return item
-
-    async def _claim(self, image_id: int) -> str:
-        """The image's claim in Redis. While Redis is away the item waits here (the worker's
-        pages stay leased meanwhile) and asks again every second; a stopping worker leaves it
-        to whoever walks its page again."""
-        while True:
-            try:
-                return self.shared.claim(image_id)  # type: ignore[union-attr]
-            except RedisError as exc:
-                self.crawler.stats.inc_value("redis/errors")
-                if not self.crawler.crawling or not self.crawler.engine.running:  # stopping
-                    raise RetryLater(f"image {image_id}: not claimed, Redis unavailable ({exc})") from None
-                self.crawler.stats.inc_value("redis/images/claim_waits")
-                await sleep(1.0)
 
     def item_scraped(self, item: Any) -> None:
         image_id = ItemAdapter(item).get("id")
@@ -136,32 +111,14 @@ class DoneIdsPipeline:
         try:
             self.record.append(str(image_id))
         except OSError as exc:  # a full disk: the image is stored but not recorded, so fetched again next run
-            self._shared_done(image_id)  # still, no other worker stores it again in this crawl
             self.crawler.stats.inc_value("done/record_errors")
             logger.warning("Image %s stored but not recorded as done (%s): the next run fetches it again", image_id, exc)
             return
         self.done.add(image_id)
         self.crawler.stats.inc_value("done/recorded")
-        self._shared_done(image_id)
-
-    def _shared_done(self, image_id: int) -> None:
-        if self.shared is None:
-            return
-        try:
-            self.shared.mark_done(image_id)
-        except RedisError as exc:  # stored and in downloaded_ids.txt; its claim keeps others off while we live
-            self.crawler.stats.inc_value("redis/errors")
-            logger.warning("Image %s stored, but not marked done in Redis (%s)", image_id, exc)
 
     def item_finished(self, item: Any, response: Any = None, exception: Any = None, failure: Any = None, **kwargs: Any) -> None:
         """An item dropped or failed after this pipeline let it through: no longer in flight."""
         if isinstance(exception, AlreadyHandled) or (failure is not None and isinstance(failure.value, AlreadyHandled)):
             return
-        image_id = ItemAdapter(item).get("id")
-        if image_id in self.in_flight and self.shared is not None:
-            try:
-                self.shared.unclaim(image_id)
-            except RedisError as exc:  # the claim lapses with this worker's heartbeat
-                self.crawler.stats.inc_value("redis/errors")
-                logger.warning("Image %s: claim not released in Redis (%s)", image_id, exc)
-        self.in_flight.discard(image_id)
+        self.in_flight.discard(ItemAdapter(item).get("id"))

@@ -3,9 +3,10 @@
 Stock scrapy-redis pops a request and forgets it: a worker killed after the pop
 loses the page, and with it the rest of its cursor chain. Here the pop moves the
 request into the crawl's ``leases`` hash in the same Lua script
-(``state.POP_SCRIPT``); the spider releases the lease once every image of the
-page has left the pipelines (``CivitaiSpider``), and ``workers.WorkerLoop`` puts
-the pages of dead or stopping workers back in the queue. A new page request is
+(``state.POP_SCRIPT``); ``workers.WorkerLoop`` releases the lease once the spider
+says the page is through (``signals.page_finished``), and puts the pages of dead
+or stopping workers back in the queue. Starting the crawl queues the first page
+of every chain (``CivitaiSpider.first_pages``) in the same step. A new page request is
 marked seen and queued in one Lua step too (``state.ENQUEUE_SCRIPT``), where
 scrapy-redis makes two calls. Everything else (request serialisation, the
 fingerprints, ``SCHEDULER_PERSIST``) is scrapy-redis's.
@@ -86,19 +87,21 @@ class LeasingScheduler(Scheduler):
         if not self.df:
             self.df = load_object(self.dupefilter_cls).from_spider(spider)
         description = f"{spider.crawl_args!r} api={spider.api_url}"
-        seeds = [("" if request.dont_filter else self.df.request_fingerprint(request),
-                  self.queue._encode_request(request), -request.priority) for request in spider.first_pages()]
+        first = spider.first_pages()  # queued with the crawl if this worker starts it
+        seeds = [(self.df.request_fingerprint(request), self.queue._encode_request(request), -request.priority)
+                 for request in first]
         try:
-            spider.seeds_crawl = await self._join(description, seeds)
+            started = await self._join(description, seeds)
         except SharedCrawlError as exc:
             # Closed by WorkerLoop once the spider is open: a CloseSpider from here, before
             # the scraper is open, makes Scrapy 2.19 log a "Scraper close failure" traceback.
             logger.error("%s", exc)
-            spider.seeds_crawl = False
             self.shared.refusal = exc.reason
             return
-        if spider.seeds_crawl:
+        if started:
             self.stats.inc_value("scheduler/enqueued/redis", len(seeds))
+            self.stats.inc_value("api/chains/started", len(seeds))
+            logger.info("Chains started: %s", ", ".join(request.meta["chain"] for request in first))
 
     async def _join(self, description: str, seeds: list[tuple[str, bytes, float]]) -> bool:
         """``SharedCrawl.open`` as CIVITAI_REDIS_START says. Workers started together with
@@ -139,7 +142,9 @@ class LeasingScheduler(Scheduler):
         if lease is None:
             # scrapy-redis's request_seen and queue push, in one Lua step (see state.ENQUEUE_SCRIPT);
             # its dupefilter still gives the fingerprint and its queue the encoding and the score.
-            fingerprint = "" if request.dont_filter else self.df.request_fingerprint(request)
+            # Every new page request is fingerprinted, dont_filter or not: a page asked for twice
+            # (walked again after a worker died, a cursor loop) is dropped here.
+            fingerprint = self.df.request_fingerprint(request)
             try:
                 if not self.shared.enqueue(fingerprint, data, score):
                     self.df.log(request, self.spider)

@@ -41,10 +41,10 @@ from scrapy_redis import defaults as redis_defaults
 from scrapy_redis.connection import get_redis
 
 from civitai_spider.setting_checks import CHOICES
+from civitai_spider.shared_crawl.urls import redacted, redis_url
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
-    from scrapy.settings import BaseSettings
 
 logger = logging.getLogger(__name__)
 
@@ -57,19 +57,6 @@ class SharedCrawlError(Exception):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
-
-
-def redis_url(settings: BaseSettings) -> str:
-    """``CIVITAI_REDIS_URL`` from the settings, else from the environment ('' when neither)."""
-    return str(settings.get("CIVITAI_REDIS_URL") or os.environ.get("CIVITAI_REDIS_URL", "")).strip()
-
-
-def redacted(url: str) -> str:
-    """The URL without its password, for logs."""
-    if "@" not in url:
-        return url
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
 
 
 @dataclass(frozen=True)

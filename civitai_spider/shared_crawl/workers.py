@@ -1,4 +1,9 @@
-"""One worker's part in a shared crawl: heartbeat, reaping dead workers, idling, leaving.
+"""One worker's part in a shared crawl: heartbeat, reaping dead workers, leases, idling, leaving.
+
+- A page's lease is released once the spider says the page is through
+  (``signals.page_finished``: every image of it out of the pipelines, its next
+  page asked for); a chain's end (``signals.chain_ended``) is recorded in Redis's
+  ``chains`` hash, for people reading Redis.
 
 - Every ``CIVITAI_REDIS_WORKER_TIMEOUT / 3`` seconds the worker renews its key
   (``worker:<id>``, expiring after the timeout) and puts back in the queue the
@@ -32,6 +37,8 @@ from scrapy import signals
 from scrapy.exceptions import CloseSpider, DontCloseSpider, NotConfigured
 from twisted.internet.task import LoopingCall
 
+from civitai_spider import signals as civitai_signals
+from civitai_spider.shared_crawl.scheduler import LEASE
 from civitai_spider.shared_crawl.state import SharedCrawl
 
 if TYPE_CHECKING:
@@ -54,6 +61,8 @@ class WorkerLoop:
         crawler.signals.connect(self.spider_opened, signal=signals.spider_opened)
         crawler.signals.connect(self.spider_idle, signal=signals.spider_idle)
         crawler.signals.connect(self.spider_closed, signal=signals.spider_closed)
+        crawler.signals.connect(self.page_finished, signal=civitai_signals.page_finished)
+        crawler.signals.connect(self.chain_ended, signal=civitai_signals.chain_ended)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> WorkerLoop:
@@ -61,6 +70,23 @@ class WorkerLoop:
         if shared is None:
             raise NotConfigured("no CIVITAI_REDIS_URL: a crawl of one process")
         return cls(crawler, shared)
+
+    def page_finished(self, request: Any, complete: bool) -> None:
+        """The page is through: its lease goes (held while its next page is not queued yet, or
+        while Redis is away: then released by a later beat)."""
+        lease = request.meta.get(LEASE)
+        if lease is None:
+            return
+        if self.shared.release(lease):
+            self.crawler.stats.inc_value("redis/pages/released")
+        else:
+            self.crawler.stats.inc_value("redis/pages/release_delayed")
+
+    def chain_ended(self, chain: str, status: str) -> None:
+        try:
+            self.shared.set_chain(chain, status)
+        except RedisError as exc:  # a record for people reading Redis; the walk does not need it
+            logger.warning("Chain %s: status %r not recorded in Redis (%s)", chain, status, exc)
 
     def _refused(self) -> bool:
         return not self.shared.joined

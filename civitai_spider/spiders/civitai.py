@@ -21,109 +21,46 @@ its chain (``filter_ignored``) and the crawl closes ``api_filter_ignored`` once
 the other chains are done.
 
 Resume (with ``-s JOBDIR=DIR``): each chain keeps, in ``spider.state["chains"]``,
-the cursor of its oldest page whose items are not all through the pipelines yet
-(or of its next page). That state is written to ``JOBDIR/spider.state`` (the
-file and pickle format of Scrapy's SpiderState extension, which loads it at
-start) atomically, at most every ``CIVITAI_STATE_SAVE_INTERVAL`` seconds while
-the crawl runs and again at close. A crawl stopped by Ctrl-C or killed outright
-restarts each chain from there: images that were in flight are fetched again,
-done ones are skipped by the done-id record. Page requests that Scrapy's own
-request queue brings back from the earlier run are ignored (the chains restart
-from the state instead), so no chain is walked twice.
+the cursor of its oldest page whose images are not all through the pipelines
+yet, or did not all make it (or of its next page); ``extensions.chain_state``
+writes it to JOBDIR and loads it back. A crawl stopped by Ctrl-C or killed
+outright restarts each chain from there: images that were in flight are fetched
+again, done ones are skipped by the done-id record.
 
-Shared crawl (``CIVITAI_REDIS_URL``, see ``civitai_spider.shared_crawl``): page
-requests go through scrapy-redis's queue and dupefilter (so they are not
-``dont_filter``), and each worker walks whichever pages it takes. A page's lease
-is released once its next page is queued and every one of its images has left
-the pipelines; whether the chain may stop early travels in the request. Only the
-worker that starts the crawl yields the first pages; there is no JOBDIR state
-(the queue and the leases in Redis are the resume state).
+The spider knows nothing of where else the walk may be shared: it says when a
+page is through (``signals.page_finished``) and when a chain ends
+(``signals.chain_ended``); a scheduler that queues the first pages itself (a
+shared crawl's) takes them from ``first_pages``, and ``start`` then yields none.
 """
 
 from __future__ import annotations
 
 import logging
-import pickle
-import secrets
-import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import scrapy
-from redis.exceptions import RedisError
 from scrapy import signals
 from scrapy.exceptions import CloseSpider
 from scrapy.http import Request, Response
-from scrapy.utils.asyncio import CallLaterResult, call_later
 from scrapy.utils.defer import deferred_from_coro
-from scrapy.utils.job import job_dir
 from twisted.python.failure import Failure
 
 from civitai_spider import api
-from civitai_spider.arguments import CrawlArguments, Query, parse_arguments
+from civitai_spider import signals as civitai_signals
+from civitai_spider.arguments import CrawlArguments, parse_arguments
+from civitai_spider.chains import FINISHED, Chain, PageInFlight
 from civitai_spider.done_ids import IdSet
 from civitai_spider.exceptions import RetryLater
 from civitai_spider.items import API_FIELDS, CivitaiImage
 from civitai_spider.middlewares import API_PAGE, PAGE, failure_words
-from civitai_spider.shared_crawl.scheduler import FROM_LEASE, LEASE
-from civitai_spider.shared_crawl.state import SharedCrawl
-from civitai_spider.storage.atomic import write_atomically
 
 logger = logging.getLogger(__name__)
 
 
 API_SLOT = "civitai-api"
-FINISHED = ("complete", "loop", "early_stop")  # a chain in one of these is not walked again
 FILTER_IGNORED = "filter_ignored"
-
-
-@dataclass
-class Chain:
-    """The walking state of one cursor chain."""
-
-    query: Query
-    # cursors, in walk order -> the cursor of the page that gave each (None: the first page)
-    visited: dict[str, str | None] = field(default_factory=dict)
-    pages: int = 0  # pages this run walked
-    next_cursor: str | None = None  # cursor of the page requested next (None: the first page)
-    next_page: int = 1  # its number in the chain
-    reached: int = 0  # the highest page number walked, in this run or an earlier one of the job
-    again: int = 0  # pages this run walked again after a resume (at or below ``reached``)
-    status: str = "walking"  # "walking", "failed" or one of FINISHED
-    # Pages whose items are still in the pipelines: sequence number -> [cursor, items left, lease, page number].
-    in_flight: dict[int, list[Any]] = field(default_factory=dict)
-    sequence: int = 0
-
-    def snapshot(self) -> dict[str, Any]:
-        """What a resumed crawl needs: where to restart, and whether there is anything left."""
-        oldest = next(iter(self.in_flight.values()), None)
-        finished = self.status in FINISHED and oldest is None
-        cursor, page = (oldest[0], oldest[3]) if oldest else (self.next_cursor, self.next_page)
-        # Cursors up to the restart point: the walk from there will visit the later ones again.
-        visited = list(self.visited)
-        visited = visited[: visited.index(cursor) + 1] if cursor in self.visited else []
-        return {
-            "cursor": cursor,
-            "page": page,
-            "reached": self.reached,
-            "status": self.status if finished else "walking",
-            "visited": visited,
-        }
-
-    @classmethod
-    def restore(cls, query: Query, saved: dict[str, Any]) -> Chain:
-        visited = list(saved.get("visited", ()))
-        return cls(
-            query,
-            visited=dict(zip(visited, [None, *visited[:-1]])),
-            next_cursor=saved.get("cursor"),
-            next_page=saved.get("page", len(visited) + 1),
-            reached=saved.get("reached", 0),
-            status=saved.get("status", "walking"),
-        )
 
 
 class CivitaiSpider(scrapy.Spider):
@@ -140,12 +77,7 @@ class CivitaiSpider(scrapy.Spider):
         self._filter_ignored: dict[str, str] = {}  # chain key -> the filters the API ignored
         self._yielded_ids = IdSet()  # compact: a long walk does not grow memory by ~60 bytes an id
         self._item_pages: dict[int, tuple[Chain, int]] = {}  # image id -> its page in flight
-        self._run = secrets.token_hex(4)  # marks this process' page requests
-        self._state_file: Path | None = None
-        self._state_saved_at = 0.0
-        self._state_write: CallLaterResult | None = None  # a write due at the end of the interval
-        self.shared: SharedCrawl | None = None
-        self.seeds_crawl = True  # in a shared crawl: set by the scheduler when it opens
+        self._first_pages_taken = False  # by a scheduler that queues them itself (first_pages)
 
     @classmethod
     def check_arguments(cls, kwargs: dict[str, Any]) -> CrawlArguments:
@@ -170,13 +102,7 @@ class CivitaiSpider(scrapy.Spider):
         api_host = urlsplit(spider.api_url).hostname
         # The API's own host is trusted too (it is what the user pointed us at).
         spider.image_hosts = (*hosts, api_host) if hosts and api_host else tuple(hosts)
-        spider.max_meta_depth = settings.getint("CIVITAI_META_MAX_DEPTH", 64)
-        jobdir = job_dir(settings)
-        spider._state_file = Path(jobdir, "spider.state") if jobdir else None
-        spider.state_save_interval = settings.getfloat("CIVITAI_STATE_SAVE_INTERVAL", 1.0)
-        spider.shared = SharedCrawl.for_crawler(crawler)
-        if spider.shared is not None:
-            spider._state_file = None  # the queue and the leases in Redis are the resume state
+        spider.max_meta_depth = settings.getint("CIVITAI_META_MAX_DEPTH")
         for signal in (signals.item_scraped, signals.item_dropped, signals.item_error):
             crawler.signals.connect(spider._item_left_pipelines, signal=signal)
         crawler.signals.connect(spider._idle, signal=signals.spider_idle)
@@ -201,16 +127,11 @@ class CivitaiSpider(scrapy.Spider):
             raise CloseSpider("api_filter_ignored")
 
     async def start(self) -> AsyncIterator[Request]:
-        state = getattr(self, "state", None)  # set by Scrapy's SpiderState when JOBDIR is on
-        saved = state.get("chains", {}) if isinstance(state, dict) and self.shared is None else {}
-        stats = self.crawler.stats
-        if self.shared is not None:
-            # The first pages were queued with the crawl (first_pages); pages of every chain may
-            # come to this worker.
-            if self.seeds_crawl:
-                stats.inc_value("api/chains/started", len(self.crawl_args.queries))
-                logger.info("Chains started: %s", ", ".join(q.key for q in self.crawl_args.queries))
+        if self._first_pages_taken:  # queued by the scheduler (a shared crawl): nothing to yield
             return
+        state = getattr(self, "state", None)  # loaded from JOBDIR by extensions.chain_state
+        saved = state.get("chains", {}) if isinstance(state, dict) else {}
+        stats = self.crawler.stats
         for query in self.crawl_args.queries:
             chain = Chain.restore(query, saved[query.key]) if query.key in saved else Chain(query)
             self._chains[query.key] = chain
@@ -228,10 +149,12 @@ class CivitaiSpider(scrapy.Spider):
                 stats.inc_value("api/chains/started")
                 logger.info("Chain %s: starting", query.key)
             yield self.page_request(query.key, chain.next_cursor, chain.next_page)
-        self._save_state(force=True)
+        self._save_state()
 
     def first_pages(self) -> list[Request]:
-        """A shared crawl's first page of every chain, queued in Redis as the crawl starts."""
+        """The first page of every chain, for a scheduler that queues them itself (a shared
+        crawl's, as it starts the crawl); ``start`` then yields nothing."""
+        self._first_pages_taken = True
         for query in self.crawl_args.queries:
             self._chains.setdefault(query.key, Chain(query))
         return [self.page_request(query.key, None, 1) for query in self.crawl_args.queries]
@@ -245,17 +168,15 @@ class CivitaiSpider(scrapy.Spider):
             url,
             callback=self.parse_page,
             errback=self.page_failed,
-            # One process: loops are caught per chain below, and the dupefilter must
-            # not drop a page that a resumed crawl asks for again. Shared crawl: the
-            # shared dupefilter is what drops a page asked for twice.
-            dont_filter=self.shared is None,
+            # Loops are caught per chain below, and a resumed crawl asks for pages again. (A
+            # shared crawl's scheduler fingerprints every new page request all the same.)
+            dont_filter=True,
             meta={
                 API_PAGE: True,  # the API key goes on this request (and on no other)
                 "give_up_log_level": "INFO",  # a page given up on is the chain's to report (_end_chain)
                 "chain": chain_key,
                 "cursor": cursor,
                 "page": page,
-                "run": self._run,
                 "floor": floor,
                 "handle_httpstatus_all": True,
                 # Its own download slot: API pages never queue behind image downloads.
@@ -263,21 +184,19 @@ class CivitaiSpider(scrapy.Spider):
             },
         )
 
-    def _is_stale(self, request: Request) -> bool:
-        """A page request of an earlier run of this job, brought back by Scrapy's request queue."""
-        if request.meta.get("chain") in self._chains and (self.shared is not None or request.meta.get("run") == self._run):
-            return False
-        self.crawler.stats.inc_value("api/pages/stale_from_earlier_run")
-        return True
+    def _chain_of(self, request: Request) -> Chain | None:
+        chain = self._chains.get(request.meta.get("chain"))
+        if chain is None:  # not a chain of these arguments (a request from elsewhere): nothing to do
+            self.crawler.stats.inc_value("api/pages/unknown_chain")
+        return chain
 
     def parse_page(self, response: Response) -> Iterator[Request | CivitaiImage]:
-        if self._is_stale(response.request):
+        chain = self._chain_of(response.request)
+        if chain is None:
             return
-        chain = self._chains[response.meta["chain"]]
-        lease = response.meta.get(LEASE)
         if response.status != 200:
             self._end_chain(chain, f"http_{response.status}", response.request, f"HTTP {response.status}",
-                            f"body starts {response.body[:200]!r}", lease=lease)
+                            f"body starts {response.body[:200]!r}")
             return
         page = response.meta.pop(PAGE, None)  # parsed by the retry middleware, which retries a bad one
         if page is None:
@@ -285,13 +204,13 @@ class CivitaiSpider(scrapy.Spider):
                 page = api.parse_page(response.body)
             except api.PageError as exc:  # still not a page after every retry
                 self._end_chain(chain, "invalid_json", response.request, f"an answer that is {exc}",
-                                f"body starts {response.body[:200]!r}", lease=lease)
+                                f"body starts {response.body[:200]!r}")
                 return
 
         stats = self.crawler.stats
         number = response.meta.get("page", 1)
         chain.pages += 1
-        if number <= chain.reached and self.shared is None:
+        if number <= chain.reached_before:
             chain.again += 1
             stats.inc_value("api/pages/again_after_resume")
         chain.reached = max(chain.reached, number)
@@ -302,22 +221,20 @@ class CivitaiSpider(scrapy.Spider):
 
         items, matched, foreign = self._items(chain, page.items, number)
         if foreign and not matched:
-            self._end_chain_filter_ignored(chain, foreign, number, lease)
+            self._end_chain_filter_ignored(chain, foreign, number, response.request)
             return
         if items:  # registered before any of them can finish
             chain.sequence += 1
-            chain.in_flight[chain.sequence] = [response.meta["cursor"], len(items), lease, number]
+            chain.in_flight[chain.sequence] = PageInFlight(response.request, len(items))
             for item in items:
                 self._item_pages[item["id"]] = (chain, chain.sequence)
         next_request = self._next_page(chain, page, response.meta["cursor"], number, response.meta.get("floor", 0))
         self._save_state()
         if next_request is not None:
-            if lease is not None:  # this page stays leased while its next page cannot be queued
-                next_request.meta[FROM_LEASE] = lease
             yield next_request
         yield from items
         if not items:  # runs once the next page request is scheduled
-            self._release(lease)
+            self._page_finished(response.request, complete=True)
 
     def _next_page(self, chain: Chain, page: api.Page, page_cursor: str | None, number: int,
                    floor: int) -> Request | None:
@@ -330,8 +247,7 @@ class CivitaiSpider(scrapy.Spider):
         if cursor is None:
             logger.info("Chain %s: complete at page %d%s", chain.query.key, number, self._walked(chain, number))
             stats.inc_value("api/chains/completed")
-            chain.status = "complete"
-            self._shared_chain_status(chain)
+            self._chain_ended(chain, "complete")
             return None
         if cursor in chain.visited and chain.visited[cursor] == page_cursor:
             # The same page walked again (a shared crawl's page handed back to this worker):
@@ -345,8 +261,7 @@ class CivitaiSpider(scrapy.Spider):
                 chain.query.key, number, cursor, self._walked(chain, number),
             )
             stats.inc_value("api/chains/loop")
-            chain.status = "loop"
-            self._shared_chain_status(chain)
+            self._chain_ended(chain, "loop")
             return None
         chain.visited[cursor] = page_cursor
         chain.next_cursor, chain.next_page = cursor, number + 1
@@ -380,8 +295,7 @@ class CivitaiSpider(scrapy.Spider):
             self._walked(chain, number),
         )
         self.crawler.stats.inc_value("api/chains/early_stop")
-        chain.status = "early_stop"
-        self._shared_chain_status(chain)
+        self._chain_ended(chain, "early_stop")
         return -1
 
     def _items(self, chain: Chain, raw_items: list[Any], number: int) -> tuple[list[CivitaiImage], int, dict[str, int]]:
@@ -428,84 +342,49 @@ class CivitaiSpider(scrapy.Spider):
         return items, matched, foreign
 
     def _item_left_pipelines(self, item: Any, exception: Any = None, failure: Any = None, **kwargs: Any) -> None:
-        """An item left the pipelines. Stored, or dropped for good (filtered, already done):
-        its page is one item closer to finished. Failed, or left by a stopping crawl
-        (``RetryLater``), or broken by an error: its page stays unfinished, so a resumed
-        job walks it again and retries the item."""
+        """An item left the pipelines: its page is one item closer to finished. Stored, or
+        dropped for good (filtered, already done), it made it; failed (``RetryLater``) or
+        broken by an error, it did not, and a resumed job walks its page again. One left by
+        a stopping crawl keeps its page unfinished: no ``page_finished`` for that page."""
         image_id = item.get("id") if isinstance(item, (dict, CivitaiImage)) else None
         entry = self._item_pages.pop(image_id, None) if isinstance(image_id, int) else None
         if entry is None:
             return
-        if self.shared is None:
-            if isinstance(exception, RetryLater) or failure is not None:
-                return
-        elif isinstance(exception, RetryLater) and not self.crawler.engine.running:
-            # A shared crawl has no next run of this job: a failed image is in
-            # failures.jsonl and its page goes on. Only an image left by a stopping
-            # worker keeps the page leased, to be put back in the queue at close.
-            return
         chain, sequence = entry
         page = chain.in_flight[sequence]
-        page[1] -= 1
-        if page[1] == 0:
-            del chain.in_flight[sequence]
-            self._save_state()
-            self._release(page[2])
+        page.left -= 1
+        if isinstance(exception, RetryLater) or failure is not None:
+            page.failed = True
+            if not self.crawler.engine.running:
+                page.left = -1  # never finished in this process: left for whoever walks it again
+        if page.left == 0:
+            if not page.failed:
+                del chain.in_flight[sequence]
+                self._save_state()
+            self._page_finished(page.request, complete=not page.failed)
 
-    def _release(self, lease: str | None) -> None:
-        """A shared crawl's page is through: its lease goes (nothing to do in one process)."""
-        if lease is not None and self.shared is not None:
-            if self.shared.release(lease):
-                self.crawler.stats.inc_value("redis/pages/released")
-            else:  # its next page not queued yet, or Redis away: the worker loop releases it later
-                self.crawler.stats.inc_value("redis/pages/release_delayed")
+    def _page_finished(self, request: Request, complete: bool) -> None:
+        self.crawler.signals.send_catch_log(civitai_signals.page_finished, request=request, complete=complete)
 
-    def _shared_chain_status(self, chain: Chain) -> None:
-        if self.shared is not None:
-            try:
-                self.shared.set_chain(chain.query.key, chain.status)
-            except RedisError as exc:  # a record for people reading Redis; the walk does not need it
-                logger.warning("Chain %s: status %r not recorded in Redis (%s)", chain.query.key, chain.status, exc)
+    def _chain_ended(self, chain: Chain, status: str) -> None:
+        chain.status = status
+        self.crawler.signals.send_catch_log(civitai_signals.chain_ended, chain=chain.query.key, status=status)
 
-    def _save_state(self, force: bool = False) -> None:
-        """Chain positions into ``spider.state``; with JOBDIR, also onto disk, at most every
-        ``CIVITAI_STATE_SAVE_INTERVAL`` seconds: a change within the interval is written at its
-        end (not at the next change, which may be long in coming while images download)."""
+    def _save_state(self) -> None:
+        """Chain positions into ``spider.state`` (with JOBDIR, ``extensions.chain_state`` writes them)."""
         state = getattr(self, "state", None)
         if not isinstance(state, dict):
             return
         state["chains"] = {key: chain.snapshot() for key, chain in self._chains.items()}
-        if self._state_file is None:
-            return
-        wait = self._state_saved_at + self.state_save_interval - time.monotonic()
-        if force or wait <= 0:
-            self._write_state()
-        elif self._state_write is None:
-            self._state_write = call_later(wait, self._write_state)
-
-    def _write_state(self) -> None:
-        if self._state_write is not None:
-            self._state_write.cancel()
-            self._state_write = None
-        self._state_saved_at = time.monotonic()
-        assert self._state_file is not None
-        write_atomically(self._state_file, pickle.dumps(self.state, protocol=4))
-
-    def closed(self, reason: str) -> None:
-        if self._state_write is not None:
-            self._state_write.cancel()
-            self._state_write = None
-        self._save_state()  # into spider.state: Scrapy's SpiderState writes it at close
+        self.crawler.signals.send_catch_log(civitai_signals.chains_changed)
 
     def page_failed(self, failure: Failure) -> None:
         request = failure.request  # type: ignore[attr-defined]
-        if self._is_stale(request):
-            return
-        chain = self._chains[request.meta["chain"]]
-        self._end_chain(chain, failure.value.__class__.__name__, request, failure_words(failure.value),
-                        lease=request.meta.get(LEASE))
+        chain = self._chain_of(request)
+        if chain is not None:
+            self._end_chain(chain, failure.value.__class__.__name__, request, failure_words(failure.value))
 
-    def _end_chain_filter_ignored(self, chain: Chain, foreign: dict[str, int], number: int, lease: str | None) -> None:
+    def _end_chain_filter_ignored(self, chain: Chain, foreign: dict[str, int], number: int, request: Request) -> None:
         """Every item of the page contradicts the query: the API ignored a filter; nothing of it is stored."""
         asked = ", ".join(f"{name}={chain.query.params[name]}" for name in foreign if name in chain.query.params)
         logger.error(
@@ -513,17 +392,15 @@ class CivitaiSpider(scrapy.Spider):
             "(%s): none stored; the chain ends and the run will close as failed (api_filter_ignored)",
             chain.query.key, asked, sum(foreign.values()), number, _counts(foreign),
         )
-        chain.status = "failed"  # a later run of the job tries this chain again
         self._filter_ignored[chain.query.key] = ", ".join(foreign)
         stats = self.crawler.stats
         stats.inc_value(f"api/chains/failed/{FILTER_IGNORED}")
         stats.set_value(f"api/filter_ignored/{chain.query.key}", ", ".join(foreign))
+        self._chain_ended(chain, "failed")  # a later run of the job tries this chain again
         self._save_state()
-        self._shared_chain_status(chain)
-        self._release(lease)
+        self._page_finished(request, complete=False)
 
-    def _end_chain(self, chain: Chain, reason: str, request: Request, words: str, detail: str = "",
-                   lease: str | None = None) -> None:
+    def _end_chain(self, chain: Chain, reason: str, request: Request, words: str, detail: str = "") -> None:
         """The chain's page failed for good (``words``: what went wrong, in words)."""
         number, tries = request.meta.get("page", 1), request.meta.get("retry_times", 0) + 1
         chain.status = "failed"  # a later run of the job tries this chain again
@@ -538,8 +415,8 @@ class CivitaiSpider(scrapy.Spider):
                 "wrong or lacks access. Set CIVITAI_API_KEY (export CIVITAI_API_KEY=..., or -s CIVITAI_API_KEY=...)"))
             self._close("api_key_rejected")
             return
-        self._shared_chain_status(chain)
-        self._release(lease)
+        self._chain_ended(chain, "failed")
+        self._page_finished(request, complete=False)
         all_started = len(self._chains) == len(self.crawl_args.queries)
         if all_started and not stats.get_value("api/pages") and all(
             c.status in ("failed", *FINISHED) for c in self._chains.values()
