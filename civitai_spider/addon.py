@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from civitai_spider.config import CivitaiConfig
+
 if TYPE_CHECKING:
     from scrapy.settings import BaseSettings
 
@@ -20,10 +22,11 @@ CHAIN_STATE = "civitai_spider.extensions.chain_state.ChainState"
 
 class CivitaiAddon:
     def update_settings(self, settings: BaseSettings) -> None:
-        from civitai_spider.shared_crawl.addon import shared_settings, wanted  # Redis only when asked for
+        config = CivitaiConfig.from_settings(settings)  # every way a crawl starts: bad settings stop it here
+        if config.redis_url:
+            from civitai_spider.shared_crawl.addon import shared_settings  # Redis only when asked for
 
-        if wanted(settings):
-            shared_settings(settings)  # the queue and the leases in Redis are the resume state
+            shared_settings(settings, config)  # the queue and the leases in Redis are the resume state
             return
         settings.set("SCHEDULER", "civitai_spider.scheduler.ChainScheduler", priority="addon")
         settings["EXTENSIONS"][CHAIN_STATE] = 100

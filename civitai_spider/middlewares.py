@@ -21,7 +21,6 @@ giving up is the spider's to report.
 from __future__ import annotations
 
 import logging
-import os
 from email.utils import parsedate_to_datetime
 from time import time
 from typing import TYPE_CHECKING, Any
@@ -33,6 +32,7 @@ from scrapy.utils.asyncio import sleep
 from scrapy.utils.response import response_status_message
 
 from civitai_spider import api
+from civitai_spider.config import CivitaiConfig
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -74,14 +74,13 @@ class ApiKeyMiddleware:
     """Adds the Civitai API key to API page requests for the API's origin, and only to those."""
 
     def __init__(self, crawler: Crawler) -> None:
-        settings = crawler.settings
-        key = settings.get("CIVITAI_API_KEY") or os.environ.get("CIVITAI_API_KEY", "")
-        key = key.strip()
+        config = CivitaiConfig.of(crawler)
+        key = config.api_key
         if not key:  # the usual case, not a warning (a NotConfigured message would log one)
             logger.info("No CIVITAI_API_KEY: API requests are anonymous")
             raise NotConfigured
         self._authorization = f"Bearer {key}".encode()
-        self._api_origin = _origin(settings.get("CIVITAI_API_URL"))
+        self._api_origin = _origin(config.api_url)
         crawler.stats.set_value("api/key_used", True)
 
     @classmethod
@@ -122,9 +121,10 @@ class BackoffRetryMiddleware(RetryMiddleware):
 
     def __init__(self, settings: BaseSettings) -> None:
         super().__init__(settings)
-        self.backoff_base = settings.getfloat("CIVITAI_RETRY_BACKOFF_BASE", 1.0)
-        self.backoff_max = settings.getfloat("CIVITAI_RETRY_BACKOFF_MAX", 30.0)
-        self.retry_after_max = settings.getfloat("CIVITAI_RETRY_AFTER_MAX", 120.0)
+        config = CivitaiConfig.from_settings(settings)
+        self.backoff_base = config.retry_backoff_base
+        self.backoff_max = config.retry_backoff_max
+        self.retry_after_max = config.retry_after_max
 
     def delay(self, retry_number: int, retry_after: float | None = None) -> float:
         backoff = min(self.backoff_max, self.backoff_base * 2 ** (retry_number - 1))

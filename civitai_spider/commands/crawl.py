@@ -4,11 +4,11 @@ A bad argument becomes Scrapy's ``UsageError``: one ``error:`` line naming the
 argument and what it accepts, exit status 2, no traceback and no request.
 Spiders opt in with a ``check_arguments(kwargs)`` classmethod.
 
-A setting of ours with a value it cannot take (``civitai_spider.setting_checks``), an
-``IMAGES_STORE`` this project cannot write (another scheme, or ``gs://`` without its
-package) and a ``CIVITAI_REDIS_URL`` that is not a Redis URL are usage errors too (exit 2).
-A crawl that closes with one of ``FAILED_REASONS`` (the API refusing the key or
-unreachable from the first page, a store that cannot be written) exits with 1.
+A setting of ours with a value it cannot take (``civitai_spider.config``, a
+``CIVITAI_REDIS_URL`` that is not a Redis URL among them) and an ``IMAGES_STORE``
+this project cannot write (another scheme, or ``gs://`` without its package) are
+usage errors too (exit 2). The exit status of a crawl that ran is
+``outcome.exit_status``: 1 when it could not do its job.
 """
 
 from __future__ import annotations
@@ -16,17 +16,14 @@ from __future__ import annotations
 import argparse
 from argparse import RawDescriptionHelpFormatter
 from typing import Any
-from urllib.parse import urlsplit
 
 from scrapy.commands import ScrapyHelpFormatter
 from scrapy.commands.crawl import Command as ScrapyCrawlCommand
 from scrapy.exceptions import UsageError
 
-from civitai_spider import settings as project_defaults
 from civitai_spider.arguments import ARGUMENT_HELP, ArgumentError
-from civitai_spider.extensions.summary import FAILED_REASONS
-from civitai_spider.setting_checks import SettingError, check_settings
-from civitai_spider.shared_crawl.urls import REDIS_SCHEMES, redacted, redis_url
+from civitai_spider.config import CivitaiConfig, SettingError
+from civitai_spider.outcome import exit_status
 from civitai_spider.storage import storage_problem
 
 class _HelpFormatter(RawDescriptionHelpFormatter, ScrapyHelpFormatter):
@@ -58,19 +55,13 @@ class Command(ScrapyCrawlCommand):
                 except ArgumentError as exc:
                     raise UsageError(str(exc), print_help=False) from None
         try:
-            check_settings(self.settings, project_defaults)
+            CivitaiConfig.from_settings(self.settings)
         except SettingError as exc:
             raise UsageError(str(exc), print_help=False) from None
         problem = storage_problem(str(self.settings.get("IMAGES_STORE") or ""))
         if problem:
             raise UsageError(problem, print_help=False)
-        url = redis_url(self.settings)
-        if url and urlsplit(url).scheme not in REDIS_SCHEMES:
-            raise UsageError(
-                f"CIVITAI_REDIS_URL must be a redis://, rediss:// or unix:// URL, got {redacted(url)!r}",
-                print_help=False,
-            )
         super().run(args, opts)
         stats = getattr(self._crawler, "stats", None)
-        if stats is not None and stats.get_value("finish_reason") in FAILED_REASONS:
-            self.exitcode = 1
+        if stats is not None:
+            self.exitcode = exit_status(stats.get_value("finish_reason"))

@@ -27,6 +27,7 @@ from scrapy.utils.asyncio import CallLaterResult, call_later
 from scrapy.utils.job import job_dir
 
 from civitai_spider import signals as civitai_signals
+from civitai_spider.config import CivitaiConfig
 from civitai_spider.storage.atomic import write_atomically
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ class ChainState:
     def __init__(self, crawler: Crawler, path: Path) -> None:
         self.crawler = crawler
         self.path = path
-        self.interval = crawler.settings.getfloat("CIVITAI_STATE_SAVE_INTERVAL")
+        self.interval = CivitaiConfig.of(crawler).state_save_interval
         self.spider: Any = None
         self._saved_at = 0.0
         self._due: CallLaterResult | None = None  # a write at the end of the interval

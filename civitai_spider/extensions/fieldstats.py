@@ -13,14 +13,16 @@ from typing import Any
 
 from scrapy_fieldstats.fieldstats import FieldStatsExtension
 
+from civitai_spider.config import CivitaiConfig
+
 
 class CivitaiFieldStats(FieldStatsExtension):
-    max_depth = 2
+    max_depth: int
 
     @classmethod
     def from_crawler(cls, crawler: Any) -> CivitaiFieldStats:
         extension = super().from_crawler(crawler)
-        extension.max_depth = crawler.settings.getint("FIELDSTATS_MAX_DEPTH", 2)
+        extension.max_depth = CivitaiConfig.of(crawler).fieldstats_max_depth
         return extension
 
     def count_item_fields(self, item: Any, current_node: dict[str, Any] | None = None, depth: int = 1) -> None:

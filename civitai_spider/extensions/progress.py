@@ -20,15 +20,13 @@ from scrapy import signals
 from scrapy.exceptions import NotConfigured
 from scrapy.utils.asyncio import create_looping_call
 
+from civitai_spider.config import CivitaiConfig
 from civitai_spider.middlewares import api_retrying
-from civitai_spider.setting_checks import CHOICES, choice
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
 
 logger = logging.getLogger(__name__)
-
-MODES = CHOICES["CIVITAI_PROGRESS"]
 
 
 def human_bytes(count: float) -> str:
@@ -70,15 +68,15 @@ def progress_fields(stats: dict[str, Any], elapsed: float) -> dict[str, str]:
 
 class Progress:
     def __init__(self, crawler: Crawler) -> None:
-        settings = crawler.settings
-        mode = choice(settings, "CIVITAI_PROGRESS")
+        config = CivitaiConfig.of(crawler)
+        mode = config.progress
         if mode == "auto":
             mode = "bar" if sys.stderr.isatty() else "log"
         if mode == "off":
             raise NotConfigured
         self.crawler = crawler
         self.mode = mode
-        self.interval = settings.getfloat("CIVITAI_PROGRESS_INTERVAL", 60.0) if mode == "log" else 0.5
+        self.interval = config.progress_interval if mode == "log" else 0.5
         self.started = time.monotonic()
         self._loop: Any = None
         self._bar: Any = None

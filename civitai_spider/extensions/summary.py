@@ -1,8 +1,7 @@
 """The closing summary: what the run stored, dropped and failed, in plain words.
 
 Logged once, at the very end (after Scrapy's stats dump), from the crawl's
-stats. A run that could not do its job closes with one of ``FAILED_REASONS``;
-the project's ``scrapy crawl`` turns those into a non-zero exit status.
+stats: at ERROR for a run that could not do its job (``outcome.FAILED_REASONS``).
 """
 
 from __future__ import annotations
@@ -14,27 +13,12 @@ from typing import TYPE_CHECKING, Any
 from scrapy import signals
 
 from civitai_spider.extensions.progress import human_bytes
+from civitai_spider.outcome import FAILED_REASONS
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
 
 logger = logging.getLogger(__name__)
-
-#: Close reasons that mean the crawl could not do its job.
-FAILED_REASONS = {
-    "bad_arguments": "the spider arguments were not valid",
-    "api_key_rejected": "the API refused the key (HTTP 401/403): check CIVITAI_API_KEY",
-    "api_unavailable": "the API could not be used from the first page on",
-    "api_filter_ignored": "the API ignored a query's filter and sent other images (none of them stored)",
-    "store_unwritable": "the store (IMAGES_STORE) cannot be written",
-    "store_failing": "the store kept failing to write",
-    "redis_unreachable": "Redis (CIVITAI_REDIS_URL) could not be reached",
-    "redis_no_crawl": "there is no crawl of that name in Redis to resume",
-    "redis_crawl_exists": "an unfinished crawl of that name is in Redis",
-    "redis_other_arguments": "the crawl in Redis was started with other arguments",
-    "redis_bad_start": "CIVITAI_REDIS_START is not new, resume or restart",
-}
-
 
 def by_reason(stats: dict[str, Any], prefix: str) -> str:
     counts = {k[len(prefix):]: v for k, v in stats.items() if k.startswith(prefix)}

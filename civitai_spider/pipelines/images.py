@@ -32,10 +32,10 @@ from scrapy.http import Request, Response
 from scrapy.http.request import NO_CALLBACK
 from scrapy.pipelines.media import MediaPipeline, _MediaRequestFiltered
 
+from civitai_spider.config import CivitaiConfig
 from civitai_spider.exceptions import RetryLater
 from civitai_spider.imaging import ImagePolicy, ImageRejected, StoredImage
 from civitai_spider.pipelines.store_errors import StoreErrors
-from civitai_spider.setting_checks import choice
 from civitai_spider.storage import Storage, StoreProcessFailed, StoreWriteError
 
 if TYPE_CHECKING:
@@ -80,21 +80,19 @@ class CivitaiImagesPipeline(MediaPipeline):
     def __init__(self, download_func: None = None, *, crawler: Crawler, storage: Storage) -> None:
         super().__init__(crawler=crawler)
         settings = crawler.settings
+        config = CivitaiConfig.of(crawler)
         self.storage = storage
-        max_pixels = settings.getint("CIVITAI_MAX_IMAGE_PIXELS")
         self.policy = ImagePolicy(
-            format=choice(settings, "CIVITAI_IMAGE_FORMAT"),
-            jpeg_quality=settings.getint("CIVITAI_JPEG_QUALITY"),
-            max_pixels=max_pixels if max_pixels > 0 else None,
+            format=config.image_format,
+            jpeg_quality=config.jpeg_quality,
+            max_pixels=config.max_image_pixels or None,
             min_width=settings.getint("IMAGES_MIN_WIDTH"),
             min_height=settings.getint("IMAGES_MIN_HEIGHT"),
             thumbs=tuple((name, (int(size[0]), int(size[1]))) for name, size in settings.getdict("IMAGES_THUMBS").items()),
         )
-        self.max_bytes = settings.getint("CIVITAI_IMAGE_MAX_BYTES")
+        self.max_bytes = config.image_max_bytes
         self.store_errors = StoreErrors(crawler)
-        in_flight = settings.getint("CIVITAI_IMAGES_IN_FLIGHT")
-        if in_flight <= 0:
-            in_flight = max(1, settings.getint("CONCURRENT_REQUESTS") - 8)
+        in_flight = config.images_in_flight or max(1, settings.getint("CONCURRENT_REQUESTS") - 8)
         # Every queued download counts against CONCURRENT_REQUESTS; past it, Scrapy
         # stops handing out scheduled requests, API pages included. Gating images
         # below that limit keeps the walk going however large the image backlog.

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from itemadapter import ItemAdapter
 from scrapy.exceptions import NotConfigured
 
+from civitai_spider.config import CivitaiConfig
 from civitai_spider.exceptions import RetryLater
 from civitai_spider.pipelines.store_errors import StoreErrors
 from civitai_spider.storage import Storage, StoreProcessFailed, StoreWriteError
@@ -39,11 +40,11 @@ class MetadataPipeline:
 
     def __init__(self, crawler: Crawler, storage: Storage) -> None:
         self.crawler = crawler
-        settings = crawler.settings
+        config = CivitaiConfig.of(crawler)
         self.storage = storage
-        self.captions = settings.getbool("CIVITAI_CAPTION_FILES")
+        self.captions = config.caption_files
         self.store_errors = StoreErrors(crawler)
-        self.max_bytes = settings.getint("CIVITAI_META_MAX_BYTES")
+        self.max_bytes = config.meta_max_bytes
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> MetadataPipeline:

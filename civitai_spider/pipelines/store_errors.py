@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 from scrapy.utils.defer import deferred_from_coro
 
+from civitai_spider.config import CivitaiConfig
+
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
 
@@ -26,7 +28,7 @@ class StoreErrors:
 
     def __init__(self, crawler: Crawler) -> None:
         self.crawler = crawler
-        self.limit = crawler.settings.getint("CIVITAI_STORE_ERRORS_MAX")
+        self.limit = CivitaiConfig.of(crawler).store_errors_max
 
     def succeeded(self) -> None:
         self.crawler.stats.set_value(self.KEY, 0)

@@ -22,10 +22,10 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from civitai_spider.shared_crawl.urls import redis_url
-
 if TYPE_CHECKING:
     from scrapy.settings import BaseSettings
+
+    from civitai_spider.config import CivitaiConfig
 
 logger = logging.getLogger(__name__)
 
@@ -34,17 +34,12 @@ LEASE_MIDDLEWARE = "civitai_spider.shared_crawl.leases.LeaseMiddleware"
 CLAIM_PIPELINE = "civitai_spider.shared_crawl.claims.ClaimPipeline"
 
 
-def wanted(settings: BaseSettings) -> bool:
-    """Whether this crawl is a shared one (a Redis URL is given)."""
-    return bool(redis_url(settings))
-
-
-def shared_settings(settings: BaseSettings) -> None:
+def shared_settings(settings: BaseSettings, config: CivitaiConfig) -> None:
     from civitai_spider.shared_crawl.state import CrawlKeys
 
-    keys = CrawlKeys.named(str(settings.get("CIVITAI_REDIS_CRAWL") or "civitai"))
+    keys = CrawlKeys.named(config.redis_crawl)
     for name, value in {
-        "REDIS_URL": redis_url(settings),
+        "REDIS_URL": config.redis_url,
         "SCHEDULER": "civitai_spider.shared_crawl.scheduler.LeasingScheduler",
         "DUPEFILTER_CLASS": "scrapy_redis.dupefilter.RFPDupeFilter",
         "SCHEDULER_PERSIST": True,

@@ -28,6 +28,7 @@ from scrapy.utils.defer import deferred_from_coro
 from scrapy.utils.misc import load_object
 from scrapy_redis.scheduler import Scheduler
 
+from civitai_spider.config import CivitaiConfig
 from civitai_spider.shared_crawl.state import (
     SharedCrawl,
     SharedCrawlError,
@@ -70,7 +71,7 @@ class LeasingScheduler(Scheduler):
         scheduler.stats = crawler.stats
         scheduler.crawler = crawler
         scheduler.shared = shared
-        scheduler.pages_per_worker = max(1, settings.getint("CIVITAI_REDIS_PAGES_PER_WORKER", 2))
+        scheduler.pages_per_worker = CivitaiConfig.of(crawler).redis_pages_per_worker
         scheduler._warned_at = -60.0
         return scheduler
 
@@ -106,9 +107,9 @@ class LeasingScheduler(Scheduler):
     async def _join(self, description: str, seeds: list[tuple[str, bytes, float]]) -> bool:
         """``SharedCrawl.open`` as CIVITAI_REDIS_START says. Workers started together with
         ``resume`` wait up to CIVITAI_REDIS_JOIN_WAIT s for another one to create the crawl."""
-        settings = self.crawler.settings
-        mode = str(settings.get("CIVITAI_REDIS_START")).strip().lower()
-        deadline = time.monotonic() + max(0.0, settings.getfloat("CIVITAI_REDIS_JOIN_WAIT"))
+        config = CivitaiConfig.of(self.crawler)
+        mode = config.redis_start
+        deadline = time.monotonic() + config.redis_join_wait
         fingerprint = arguments_fingerprint(description)
         while True:
             try:

@@ -40,15 +40,15 @@ from redis.exceptions import RedisError
 from scrapy_redis import defaults as redis_defaults
 from scrapy_redis.connection import get_redis
 
-from civitai_spider.setting_checks import CHOICES
-from civitai_spider.shared_crawl.urls import redacted, redis_url
+from civitai_spider.config import CivitaiConfig, choices
+from civitai_spider.shared_crawl.urls import redacted
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
 
 logger = logging.getLogger(__name__)
 
-START_MODES = CHOICES["CIVITAI_REDIS_START"]
+START_MODES = choices("CIVITAI_REDIS_START")
 
 
 class SharedCrawlError(Exception):
@@ -208,22 +208,18 @@ class SharedCrawl:
         shared = getattr(crawler, "civitai_shared_crawl", None)
         if shared is not None:
             return shared
-        settings = crawler.settings
-        url = redis_url(settings)
-        if not url:
+        config = CivitaiConfig.of(crawler)
+        if not config.redis_url:
             return None
-        worker = settings.get("CIVITAI_REDIS_WORKER") or (
-            f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
-        )
-        # scrapy-redis's connection defaults and REDIS_PARAMS, with our URL (the spider
-        # asks for this before the add-on has set REDIS_URL).
-        params = {**redis_defaults.REDIS_PARAMS, **settings.getdict("REDIS_PARAMS"), "url": url}
+        worker = config.redis_worker or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
+        # scrapy-redis's connection defaults and REDIS_PARAMS, with our URL.
+        params = {**redis_defaults.REDIS_PARAMS, **crawler.settings.getdict("REDIS_PARAMS"), "url": config.redis_url}
         shared = cls(
             get_redis(**params),
-            crawl=settings.get("CIVITAI_REDIS_CRAWL", "civitai"),
-            worker=str(worker),
-            worker_timeout=settings.getfloat("CIVITAI_REDIS_WORKER_TIMEOUT", 30.0),
-            url=url,
+            crawl=config.redis_crawl,
+            worker=worker,
+            worker_timeout=config.redis_worker_timeout,
+            url=config.redis_url,
         )
         crawler.civitai_shared_crawl = shared  # type: ignore[attr-defined]
         return shared

@@ -38,6 +38,7 @@ from scrapy.exceptions import CloseSpider, DontCloseSpider, NotConfigured
 from twisted.internet.task import LoopingCall
 
 from civitai_spider import signals as civitai_signals
+from civitai_spider.config import CivitaiConfig
 from civitai_spider.shared_crawl.scheduler import LEASE
 from civitai_spider.shared_crawl.state import SharedCrawl
 
@@ -52,7 +53,7 @@ class WorkerLoop:
         self.crawler = crawler
         self.shared = shared
         self.beat_interval = max(0.1, shared.worker_timeout / 3)
-        self.poll_interval = crawler.settings.getfloat("CIVITAI_REDIS_POLL_INTERVAL", 0.1)
+        self.poll_interval = CivitaiConfig.of(crawler).redis_poll_interval
         self._beat: LoopingCall | None = None
         self._poll: LoopingCall | None = None
         # After Redis was away, every worker's key may have lapsed with it: no reaping

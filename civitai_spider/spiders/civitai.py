@@ -51,6 +51,7 @@ from civitai_spider import api
 from civitai_spider import signals as civitai_signals
 from civitai_spider.arguments import CrawlArguments, parse_arguments
 from civitai_spider.chains import FINISHED, Chain, PageInFlight
+from civitai_spider.config import CivitaiConfig
 from civitai_spider.done_ids import IdSet
 from civitai_spider.exceptions import RetryLater
 from civitai_spider.items import API_FIELDS, CivitaiImage
@@ -87,22 +88,20 @@ class CivitaiSpider(scrapy.Spider):
     @classmethod
     def from_crawler(cls, crawler: Any, *args: Any, **kwargs: Any) -> CivitaiSpider:
         spider = super().from_crawler(crawler, *args, **kwargs)
-        settings = crawler.settings
-        spider.api_url = settings.get("CIVITAI_API_URL")
-        spider.page_limit = settings.getint("CIVITAI_PAGE_LIMIT")
-        if not 1 <= spider.page_limit <= api.MAX_LIMIT:
-            raise ValueError(f"CIVITAI_PAGE_LIMIT must be 1..{api.MAX_LIMIT}, got {spider.page_limit}")
-        spider._plan_early_stop(settings.getbool("CIVITAI_EARLY_STOP"))
+        config = CivitaiConfig.of(crawler)
+        spider.api_url = config.api_url
+        spider.page_limit = config.page_limit
+        spider._plan_early_stop(config.early_stop)
         if any(q.params.get("nsfw") == "true" for q in spider.crawl_args.queries):
             logger.warning(
                 "nsfw=true asks Civitai for R, X and XXX only: PG and PG-13 images are left out. "
                 "For every level use browsing_level=PG+PG13+R+X+XXX (or nsfw=X)."
             )
-        hosts = settings.getlist("CIVITAI_IMAGE_HOSTS")
+        hosts = config.image_hosts
         api_host = urlsplit(spider.api_url).hostname
         # The API's own host is trusted too (it is what the user pointed us at).
-        spider.image_hosts = (*hosts, api_host) if hosts and api_host else tuple(hosts)
-        spider.max_meta_depth = settings.getint("CIVITAI_META_MAX_DEPTH")
+        spider.image_hosts = (*hosts, api_host) if hosts and api_host else hosts
+        spider.max_meta_depth = config.meta_max_depth
         for signal in (signals.item_scraped, signals.item_dropped, signals.item_error):
             crawler.signals.connect(spider._item_left_pipelines, signal=signal)
         crawler.signals.connect(spider._idle, signal=signals.spider_idle)

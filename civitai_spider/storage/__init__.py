@@ -20,7 +20,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from scrapy.settings import BaseSettings
+    from civitai_spider.config import CivitaiConfig
 
     from civitai_spider.storage.base import Storage, StoreWriteError, storage_problem
     from civitai_spider.storage.local import LocalStorage
@@ -55,7 +55,7 @@ def storages() -> dict[str, type[Storage]]:
     return {"": LocalStorage, "file": LocalStorage, "s3": ObjectStorage, "gs": ObjectStorage}
 
 
-def storage_class(uri: str, settings: BaseSettings) -> type[Storage]:
+def storage_class(uri: str, config: CivitaiConfig) -> type[Storage]:
     """The kind of storage for ``uri``: by its scheme; a local one with store processes unless
     ``CIVITAI_STORE_PROCESSES`` is 0."""
     from civitai_spider.storage.base import store_scheme
@@ -63,6 +63,6 @@ def storage_class(uri: str, settings: BaseSettings) -> type[Storage]:
     from civitai_spider.storage.processes import ProcessStorage, process_count
 
     cls = storages()[store_scheme(uri)]
-    if cls is LocalStorage and process_count(settings):
+    if cls is LocalStorage and process_count(config):
         return ProcessStorage
     return cls

@@ -77,13 +77,14 @@ class Storage(ABC):
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Storage:
+        from civitai_spider.config import CivitaiConfig
         from civitai_spider.storage import storage_class  # the scheme -> class map
 
         uri = str(crawler.settings.get("IMAGES_STORE") or "")
         problem = storage_problem(uri)
         if problem:
             raise ValueError(problem)
-        return storage_class(uri, crawler.settings)(crawler, uri)
+        return storage_class(uri, CivitaiConfig.of(crawler))(crawler, uri)
 
     async def open(self) -> None:
         """Ready the store for this crawl (once: a later call waits for the first); raises when

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from scrapy.utils.asyncio import run_in_thread
 
+from civitai_spider.config import CivitaiConfig
 from civitai_spider.storage.atomic import AtomicWriter, remove_partial_files
 from civitai_spider.storage.base import WRITE_PROBE, Storage, StoreWriteError
 from civitai_spider.storage.metadata_files import sized_metadata_files
@@ -36,7 +37,7 @@ class LocalStorage(Storage):
         self.basedir = os.path.abspath(path)
         self.location = self.basedir
         self.writer = AtomicWriter(self.basedir)
-        self.partial_min_age = crawler.settings.getfloat("CIVITAI_PARTIAL_FILES_MIN_AGE")
+        self.partial_min_age = CivitaiConfig.of(crawler).partial_files_min_age
 
     async def _open(self) -> None:
         removed = await run_in_thread(self._prepare)

@@ -9,6 +9,7 @@ from scrapy.pipelines.files import GCSFilesStore, S3FilesStore
 from scrapy.utils.asyncio import run_in_thread
 from scrapy.utils.defer import ensure_awaitable
 
+from civitai_spider.config import CivitaiConfig
 from civitai_spider.imaging import process_image
 from civitai_spider.storage.base import WRITE_PROBE, Storage, StoreWriteError, store_scheme
 from civitai_spider.storage.metadata_files import sized_metadata_files
@@ -58,8 +59,9 @@ class ObjectStorage(Storage):
             gcs = gcs_store_class(settings)(uri)
             self.files, self.objects = gcs, GCSObjects(gcs)
         self.location = self.objects.root
-        self.flush_lines = settings.getint("CIVITAI_RECORD_FLUSH_LINES")
-        self.flush_seconds = settings.getfloat("CIVITAI_RECORD_FLUSH_SECONDS")
+        config = CivitaiConfig.of(crawler)
+        self.flush_lines = config.record_flush_lines
+        self.flush_seconds = config.record_flush_seconds
 
     async def _open(self) -> None:
         await self._put(WRITE_PROBE, b"ok\n", RECORD_CONTENT_TYPE)

@@ -7,20 +7,20 @@ from typing import TYPE_CHECKING, Any
 
 from scrapy import signals
 
+from civitai_spider.config import CivitaiConfig
 from civitai_spider.storage.base import StoreWriteError
 from civitai_spider.storage.local import LocalStorage
 from civitai_spider.storage.pool import StorePool
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
-    from scrapy.settings import BaseSettings
 
     from civitai_spider.imaging import ImagePolicy, StoredImage
 
 
-def process_count(settings: BaseSettings) -> int:
+def process_count(config: CivitaiConfig) -> int:
     """``CIVITAI_STORE_PROCESSES``: -1 is one per CPU, at most 4; 0 is none (threads)."""
-    count = settings.getint("CIVITAI_STORE_PROCESSES")
+    count = config.store_processes
     return max(1, min(os.cpu_count() or 1, 4)) if count < 0 else count
 
 
@@ -32,8 +32,8 @@ class ProcessStorage(LocalStorage):
 
     def __init__(self, crawler: Crawler, uri: str) -> None:
         super().__init__(crawler, uri)
-        timeout = crawler.settings.getfloat("CIVITAI_STORE_PROCESS_TIMEOUT")
-        self.pool = StorePool(self.basedir, process_count(crawler.settings), timeout, crawler.stats)
+        config = CivitaiConfig.of(crawler)
+        self.pool = StorePool(self.basedir, process_count(config), config.store_process_timeout, crawler.stats)
         crawler.signals.connect(self.spider_opened, signal=signals.spider_opened)
         crawler.signals.connect(self.spider_closed, signal=signals.spider_closed)
 
