@@ -119,16 +119,19 @@ def has_prompt(meta: Mapping[str, Any] | None) -> bool:
     return isinstance(prompt, str) and bool(prompt.strip())
 
 
-def _as_count(value: Any) -> int:
+def as_count(value: Any) -> int:
+    """A count (a reaction, a width...) as the API may send it: an int, a float, a string of a
+    number; anything else (a bool, null, garbage), and anything negative, counts as 0. The
+    spider's filter and the gallery read counts with this one function."""
     if isinstance(value, bool):
         return 0
     if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value == value:  # not NaN
-        return int(value)
+        return max(value, 0)
+    if isinstance(value, float) and value == value and abs(value) != float("inf"):  # not NaN, not infinite
+        return max(int(value), 0)
     if isinstance(value, str):
         try:
-            return int(float(value.strip()))
+            return as_count(float(value.strip()))
         except ValueError:
             return 0
     return 0
@@ -137,7 +140,7 @@ def _as_count(value: Any) -> int:
 def reaction_counts(stats: Any) -> dict[str, int]:
     """Every reaction counter by short name; a missing or unreadable counter counts as 0."""
     stats = stats if isinstance(stats, dict) else {}
-    return {short: _as_count(stats.get(key)) for short, key in REACTIONS.items()}
+    return {short: as_count(stats.get(key)) for short, key in REACTIONS.items()}
 
 
 def sort_value(stats: Any, sort: str) -> int:

@@ -81,3 +81,12 @@ def test_default_image_hosts(host, allowed):
     from civitai_spider import settings
 
     assert api.host_allowed(host, settings.CIVITAI_IMAGE_HOSTS) is allowed
+
+
+@pytest.mark.parametrize(("value", "count"), [
+    (12, 12), ("12", 12), (" 7 ", 7), (2.9, 2), ("3.5", 3), (-4, 0), ("-4", 0), (True, 0), (False, 0),
+    (None, 0), ("x", 0), (float("nan"), 0), (float("inf"), 0), ([1], 0),
+])
+def test_as_count_is_the_one_reading_of_a_count(value, count):
+    # The spider's filter and the gallery read reaction counts (and sizes) with it.
+    assert api.as_count(value) == count

@@ -264,7 +264,8 @@ def check_egg(egg: Path) -> None:
         names = set(archive.namelist())
         entry_points = archive.read("EGG-INFO/entry_points.txt").decode()
     assert {"civitai_spider/__init__.py", "civitai_spider/settings.py", "civitai_spider/spiders/civitai.py",
-            "civitai_spider/commands/crawl.py"} <= names
+            "civitai_spider/commands/crawl.py", "civitai_spider/templates/gallery.html",
+            "civitai_spider/templates/gallery.css", "civitai_spider/templates/gallery.js"} <= names
     assert not [n for n in names if n.startswith(("tests/", "bench/"))], sorted(names)
     assert "EGG-INFO/requires.txt" not in names  # dependencies come from requirements.txt, not the egg
     assert re.search(r"^\[scrapy\]\s*^settings = civitai_spider\.settings$", entry_points, re.MULTILINE), entry_points
@@ -415,8 +416,12 @@ def test_scrapyd_jobs_as_workers_of_one_shared_crawl(scrapyd: Scrapyd, tool_envs
     for log in logs:
         assert "Traceback" not in log and " ERROR: " not in log, log
         assert "'finish_reason': 'finished'" in log, log
-    # One starts the crawl, the other joins it (or, scheduled after it finished, walks it anew).
+    # One starts the crawl, the other joins it (or, scheduled after it finished, walks it anew):
+    # both ran the spider as workers, and between them stored each passing image once.
     started = ["Started crawl 'scrapyd-test'" in log for log in logs]
     joined = ["Joining crawl 'scrapyd-test'" in log for log in logs]
     assert all(s != j for s, j in zip(started, joined)) and any(started), logs
+    assert all("Worker " in log and "on crawl 'scrapyd-test'" in log for log in logs), logs
+    stored = [int(re.findall(r"stored: (\d+) new images", log)[-1]) for log in logs]
+    assert sum(stored) == len(PASSING), stored
     check_store(store, server)  # exactly the passing images, each fetched once in all

@@ -102,3 +102,20 @@ async def test_an_api_page_that_is_not_json_is_retried_with_the_same_backoff_as_
     assert result.stats["retry/reason_count/api_invalid_json"] == 3
     assert result.stats["retry/backoff_seconds"] == pytest.approx(0.4 + 0.8 + 1.6)
     assert not [r for r in caplog.records if r.levelname == "WARNING" and "meta" in r.getMessage().lower()]
+
+
+@pytest.mark.parametrize(("retry", "retry_after", "wait"), [
+    (1, None, 1.0), (2, None, 2.0), (3, None, 4.0), (6, None, 30.0), (9, None, 30.0),  # capped at the max
+    (1, 5.0, 5.0),  # Retry-After longer than the backoff: honoured
+    (3, 2.0, 4.0),  # shorter: the backoff
+    (1, 600.0, 120.0),  # capped at CIVITAI_RETRY_AFTER_MAX
+])
+def test_retry_delay(retry, retry_after, wait):
+    from scrapy.settings import Settings
+
+    import civitai_spider.settings as project
+    from civitai_spider.middlewares import BackoffRetryMiddleware
+
+    settings = Settings()
+    settings.setmodule(project, priority="project")
+    assert BackoffRetryMiddleware(settings).delay(retry, retry_after) == wait

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import pytest_twisted
 
+from civitai_spider.spiders.civitai import CivitaiSpider
 from tests.support import api_image, run_crawl, run_scrapy, scenario
 
 NO_IMAGES = {"ITEM_PIPELINES": {"civitai_spider.pipelines.filter.ReactionFilterPipeline": 100}}
@@ -272,9 +273,9 @@ async def test_retries_honour_retry_after(server):
         [api_image(i) for i in range(1, 401)],
         faults=[
             {"server": "api", "match": {"page": 2}, "action": "status", "status": 503,
-             "headers": {"Retry-After": "2"}, "body": "Server busy"},
+             "headers": {"Retry-After": "0.8"}, "body": "Server busy"},
             {"server": "api", "match": {"page": 1}, "action": "status", "status": 429,
-             "headers": {"Retry-After": "1"}},
+             "headers": {"Retry-After": "0.4"}},
         ],
     ))
 
@@ -283,8 +284,9 @@ async def test_retries_honour_retry_after(server):
     assert sorted(result.ids) == list(range(1, 401))
     requests = api_requests(server)
     assert [r["status"] for r in requests] == [429, 200, 503, 200]
-    assert requests[1]["time"] - requests[0]["time"] >= 0.95
-    assert requests[3]["time"] - requests[2]["time"] >= 1.95
+    # Retry-After (0.4 s, 0.8 s) over the backoff (0.05 s, 0.1 s): waited for
+    assert requests[1]["time"] - requests[0]["time"] >= 0.38
+    assert requests[3]["time"] - requests[2]["time"] >= 0.78
     assert result.stats["retry/count"] == 2
 
 
@@ -360,12 +362,22 @@ async def test_html_instead_of_json_is_retried_then_ends_the_chain(server, caplo
         ("min_heart=10", "unknown argument 'min_heart'"),
     ],
 )
-def test_bad_arguments_fail_fast_with_a_clear_message(server, argument, message):
-    done = run_scrapy("crawl", "civitai", "-a", argument, "-s", f"CIVITAI_API_URL={server.api_url}")
+def test_a_bad_argument_is_named_with_what_it_takes(argument, message):
+    from civitai_spider.arguments import ArgumentError
+
+    name, value = argument.split("=", 1)
+    with pytest.raises(ArgumentError) as raised:
+        CivitaiSpider.check_arguments({name: value})
+    assert message in str(raised.value)
+
+
+def test_bad_arguments_fail_fast_with_a_clear_message(server):
+    """As a user meets it: one error line, exit status 2, no request (the messages: above)."""
+    done = run_scrapy("crawl", "civitai", "-a", "min_hearts=ten", "-s", f"CIVITAI_API_URL={server.api_url}")
 
     assert done.returncode == 2
     errors = [line for line in done.stderr.splitlines() if "error:" in line]
-    assert len(errors) == 1 and message in errors[0], done.stderr
+    assert len(errors) == 1 and "min_hearts='ten': expected a whole number >= 0" in errors[0], done.stderr
     assert "Traceback" not in done.stderr
     assert server.requests() == []
 

@@ -36,7 +36,7 @@ from civitai_spider.config import CivitaiConfig
 from civitai_spider.exceptions import RetryLater
 from civitai_spider.imaging import ImagePolicy, ImageRejected, StoredImage
 from civitai_spider.pipelines.store_errors import StoreErrors
-from civitai_spider.storage import Storage, StoreProcessFailed, StoreWriteError
+from civitai_spider.storage import Storage, StoreProcessFailed, StoreWriteError, layout
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -44,9 +44,6 @@ if TYPE_CHECKING:
     from twisted.python.failure import Failure
 
 logger = logging.getLogger(__name__)
-
-FAILURES_FILE = "failures.jsonl"
-
 
 class ImageFailed(_MediaRequestFiltered):
     """An image that was not stored; ``reason`` names why (``images/failed/<reason>``).
@@ -97,7 +94,7 @@ class CivitaiImagesPipeline(MediaPipeline):
         # stops handing out scheduled requests, API pages included. Gating images
         # below that limit keeps the walk going however large the image backlog.
         self._gate = asyncio.Semaphore(in_flight)
-        self.failures = storage.record(FAILURES_FILE)
+        self.failures = storage.record(layout.FAILURES_FILE)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> CivitaiImagesPipeline:
@@ -151,9 +148,6 @@ class CivitaiImagesPipeline(MediaPipeline):
         """
         return str(int(ItemAdapter(item)["id"]))
 
-    def thumb_path(self, stem: str, thumb_id: str) -> str:
-        return f"thumbs/{thumb_id}/{stem}.jpg"
-
     async def media_downloaded(
         self,
         response: Response,
@@ -165,7 +159,7 @@ class CivitaiImagesPipeline(MediaPipeline):
         if response.status != 200:
             raise ImageFailed(f"http_{response.status}", f"body starts {response.body[:80]!r}")
         stem = self.file_path(request, item=item)
-        thumb_paths = {thumb_id: self.thumb_path(stem, thumb_id) for thumb_id, _ in self.policy.thumbs}
+        thumb_paths = {thumb_id: layout.thumb_file(thumb_id, stem) for thumb_id, _ in self.policy.thumbs}
         try:
             stored, path = await self.storage.store_image(response.body, stem, thumb_paths, self.policy)
         except ImageRejected as exc:
@@ -204,10 +198,10 @@ class CivitaiImagesPipeline(MediaPipeline):
     def item_completed(self, results: list[FileInfoOrError], item: Any, info: MediaPipeline.SpiderInfo) -> Any:
         adapter = ItemAdapter(item)
         # Scrapy keeps every download's result for the whole run (for items sharing a
-        # URL), keyed by its request fingerprinter (a private attribute, read here only);
-        # ours do not share URLs, and memory must not grow with the images stored.
+        # URL), keyed by the crawler's request fingerprint; ours do not share URLs, and
+        # memory must not grow with the images stored.
         for url in adapter.get(self.URLS_FIELD) or []:
-            info.downloaded.pop(self._fingerprinter.fingerprint(Request(url)), None)
+            info.downloaded.pop(self.crawler.request_fingerprinter.fingerprint(Request(url)), None)
         for ok, value in results:
             if ok:
                 continue

@@ -30,14 +30,13 @@ from scrapy.exceptions import CloseSpider, DropItem, NotConfigured
 from scrapy.utils.asyncio import run_in_thread
 
 from civitai_spider.done_ids import IdSet, parse_ids
-from civitai_spider.storage import Storage
+from civitai_spider.storage import Storage, layout
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
 
 logger = logging.getLogger(__name__)
 
-DONE_FILE = "downloaded_ids.txt"
 
 
 class AlreadyHandled(DropItem):
@@ -53,7 +52,7 @@ class DoneIdsPipeline:
     def __init__(self, crawler: Crawler, storage: Storage) -> None:
         self.crawler = crawler
         self.storage = storage
-        self.record = storage.record(DONE_FILE)
+        self.record = storage.record(layout.DONE_FILE)
         self.done = IdSet()
         self.in_flight: set[int] = set()
         crawler.signals.connect(self.item_scraped, signal=signals.item_scraped)

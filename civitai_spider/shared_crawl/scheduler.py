@@ -89,7 +89,7 @@ class LeasingScheduler(Scheduler):
             self.df = load_object(self.dupefilter_cls).from_spider(spider)
         description = f"{spider.crawl_args!r} api={spider.api_url}"
         first = spider.first_pages()  # queued with the crawl if this worker starts it
-        seeds = [(self.df.request_fingerprint(request), self.queue._encode_request(request), -request.priority)
+        seeds = [(self.df.request_fingerprint(request), self.encode(request), -request.priority)
                  for request in first]
         try:
             started = await self._join(description, seeds)
@@ -135,10 +135,18 @@ class LeasingScheduler(Scheduler):
         except RedisError:  # Redis away: not idle (the worker loop decides when the crawl ends)
             return True
 
+    # scrapy-redis's queue (de)serialises requests in private methods: used here only, so that
+    # what goes into Redis is exactly what its own queue would put there.
+    def encode(self, request: Request) -> bytes:
+        return self.queue._encode_request(request)
+
+    def decode(self, data: bytes) -> Request:
+        return self.queue._decode_request(data)
+
     def enqueue_request(self, request: Request) -> bool:
         lease = request.meta.pop(LEASE, None)
         from_lease = request.meta.pop(FROM_LEASE, None)
-        data = self.queue._encode_request(request)
+        data = self.encode(request)
         score = -request.priority
         if lease is None:
             # scrapy-redis's request_seen and queue push, in one Lua step (see state.ENQUEUE_SCRIPT);
@@ -190,7 +198,7 @@ class LeasingScheduler(Scheduler):
         if taken is None:
             return None
         lease, data = taken
-        request = self.queue._decode_request(data)
+        request = self.decode(data)
         request.meta[LEASE] = lease
         self.stats.inc_value("redis/pages/leased")
         self.stats.inc_value("scheduler/dequeued/redis")

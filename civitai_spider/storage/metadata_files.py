@@ -10,6 +10,8 @@ import json
 import re
 from typing import Any
 
+from civitai_spider.storage import layout
+
 
 class MetadataTooLarge(ValueError):
     """Metadata files over ``CIVITAI_META_MAX_BYTES``: none of them is written."""
@@ -41,12 +43,12 @@ def metadata_files(stem: str, meta: Any, captions: bool) -> dict[str, tuple[byte
     prompt = meta.get("prompt")
     negative = meta.get("negativePrompt")
     if isinstance(prompt, str) and prompt:
-        files[f"{stem}_pos-prompt.txt"] = (prompt.encode("utf-8"), TEXT)
+        files[layout.pos_prompt_file(stem)] = (prompt.encode("utf-8"), TEXT)
         if captions:
-            files[f"{stem}.txt"] = (caption(prompt).encode("utf-8"), TEXT)
+            files[layout.caption_file(stem)] = (caption(prompt).encode("utf-8"), TEXT)
     if isinstance(negative, str) and negative:
-        files[f"{stem}_neg-prompt.txt"] = (negative.encode("utf-8"), TEXT)
-    files[f"{stem}_meta.json"] = (json.dumps(meta, ensure_ascii=False, indent=2).encode("utf-8"), JSON)
+        files[layout.neg_prompt_file(stem)] = (negative.encode("utf-8"), TEXT)
+    files[layout.meta_file(stem)] = (json.dumps(meta, ensure_ascii=False, indent=2).encode("utf-8"), JSON)
     return files
 
 

@@ -60,7 +60,7 @@ class StoreProcessFailed(Exception):
 
 
 def rebuild_error(described: list[Any]) -> Exception:
-    """An exception like the one a store process met (``store_worker.describe_error``)."""
+    """An exception like the one a store process met (``worker.describe_error``)."""
     name, errno, message, filename = described
     if errno is not None:
         exc: Exception = OSError(errno, message, filename) if filename else OSError(errno, message)

@@ -1,0 +1,35 @@
+"""The names of a harvest's files, at the top of its store: what the spider writes and the
+gallery (or any reader of a harvest) reads. Plain names, no Scrapy (store processes import it).
+
+For an image ``N``: ``N.<ext>`` (the image or video), ``N_pos-prompt.txt``,
+``N_neg-prompt.txt``, ``N_meta.json``, ``N.txt`` (a caption, when asked for), and
+``thumbs/<set>/N.jpg``; for the store: ``downloaded_ids.txt`` and ``failures.jsonl``.
+"""
+
+from __future__ import annotations
+
+DONE_FILE = "downloaded_ids.txt"  # the original script's name and format: one id a line
+FAILURES_FILE = "failures.jsonl"
+POS_PROMPT = "_pos-prompt"  # N_pos-prompt.txt
+NEG_PROMPT = "_neg-prompt"  # N_neg-prompt.txt
+META = "_meta"  # N_meta.json
+
+
+def pos_prompt_file(stem: str) -> str:
+    return f"{stem}{POS_PROMPT}.txt"
+
+
+def neg_prompt_file(stem: str) -> str:
+    return f"{stem}{NEG_PROMPT}.txt"
+
+
+def meta_file(stem: str) -> str:
+    return f"{stem}{META}.json"
+
+
+def caption_file(stem: str) -> str:
+    return f"{stem}.txt"
+
+
+def thumb_file(thumb_set: str, stem: str) -> str:
+    return f"thumbs/{thumb_set}/{stem}.jpg"
