@@ -157,6 +157,7 @@ class StorePool:
         self._restarting = 0  # children being started in place of dead ones
         self._changed = asyncio.Event()  # a child became ready, or the pool broke
         self._watch: asyncio.Task[None] | None = None
+        self._policies: dict[ImagePolicy, dict[str, Any]] = {}
 
     @property
     def usable(self) -> bool:
@@ -173,7 +174,10 @@ class StorePool:
         the store's error); raises ``ImageRejected`` for bytes that are not stored and
         ``StoreProcessFailed``.
         """
-        answer = await self._run(["image", stem, thumb_paths, policy.to_json()], data)
+        encoded = self._policies.get(policy)
+        if encoded is None:  # one policy a crawl: turned into JSON-ready data once, not per image
+            encoded = self._policies[policy] = policy.to_json()
+        answer = await self._run(["image", stem, thumb_paths, encoded], data)
         kind = answer[0]
         if kind in ("stored", "store_error"):
             stored = StoredImage.from_summary(answer[1])
