@@ -15,9 +15,9 @@ built from the Host header. A query with ``imageId``, or ``modelId`` without
 ``modelVersionId``, takes the old database path: newest id first whatever the
 sort, and ``meta`` nested as ``{"id", "meta"}`` unless ``flatMeta=true``. The
 search index path sorts "Most Reactions" by likes + hearts + laughs + cries and
-"Most Comments" by comments, highest first (stable: ties keep the scenario's
-order); other sorts, and every sort with ``unsorted``, serve the scenario's
-order. ``ignore_params`` makes the API
+"Most Comments" by comments, highest first, "Newest" and "Oldest" by ``createdAt``
+(stable: ties keep the scenario's order); "Random", and every sort with
+``unsorted``, serve the scenario's order. ``ignore_params`` makes the API
 drop those parameters silently (the global feed comes back). An image's
 ``_cdn`` host puts its file on that host name (``image-b2.*`` with the b2 path),
 for crawls that map Civitai's names to 127.0.0.1; ``cdn_on_api`` serves the files
@@ -114,6 +114,13 @@ def sort_value(item: Any, keys: tuple[str, ...]) -> int:
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value:
             total += int(value)
     return total
+
+
+def posted_at(image: Image) -> str:
+    """What "Newest" orders by: ``createdAt`` (ISO text sorts as time); garbage sorts last."""
+    item = image.public
+    created = item.get("createdAt") if isinstance(item, dict) else None
+    return created if isinstance(created, str) else ""
 
 
 class ScenarioError(ValueError):
@@ -440,9 +447,13 @@ class MockState:
         if self.database_path(query):  # newest id first, whatever the sort
             images = sorted(images, key=lambda im: -im.public["id"] if isinstance(im.public, dict)
                             and isinstance(im.public.get("id"), int) else 0)
-        elif query.get("sort", "Most Reactions") in SORT_KEYS and not self.unsorted:
+        elif self.unsorted:
+            pass
+        elif query.get("sort", "Most Reactions") in SORT_KEYS:
             keys = SORT_KEYS[query.get("sort", "Most Reactions")]
             images = sorted(images, key=lambda im: -sort_value(im.public, keys))
+        elif query.get("sort") in ("Newest", "Oldest"):  # by when it was posted, not by id
+            images = sorted(images, key=posted_at, reverse=query["sort"] == "Newest")
         return images
 
     def render_item(self, image: Image, q: ApiQuery) -> Any:
