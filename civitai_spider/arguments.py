@@ -11,7 +11,10 @@ together run one chain per combination.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,6 +67,21 @@ class CrawlArguments:
     queries: tuple[Query, ...]
     sort: str
     period: str
+    update: bool = False  # walk only down to what earlier update runs of the same query saw
+
+    def seen_name(self, query: Query) -> str:
+        """A stable name for everything that decides what ``query``'s chain stores: its API
+        parameters, the thresholds and ``require_meta`` (an update run with ``min_hearts=5``
+        must not stop at images a ``min_hearts=10`` run dropped). Readable key, then a hash."""
+        decisive = {
+            "params": sorted(query.params.items()),
+            "minimum": sorted(self.thresholds.minimum.items()),
+            "maximum": sorted(self.thresholds.maximum.items()),
+            "require_meta": self.require_meta,
+        }
+        digest = hashlib.sha256(json.dumps(decisive, ensure_ascii=False).encode("utf-8")).hexdigest()[:16]
+        readable = re.sub(r"[^A-Za-z0-9=,._-]+", "_", query.key)[:60]
+        return f"{readable}.{digest}"
 
     def early_stop(self, query: Query) -> tuple[int, str]:
         """The sort key below which ``query``'s chain can stop, or 0 and why it cannot.
@@ -95,7 +113,7 @@ FAN_OUT_ARGS = {
     "browsing_level": "browsingLevel",
 }
 KNOWN_ARGS = set(THRESHOLD_ARGS) | set(FAN_OUT_ARGS) | {
-    "sort", "period", "nsfw", "type", "base_models", "require_meta",
+    "sort", "period", "nsfw", "type", "base_models", "require_meta", "update",
 }
 #: One line of help per argument, as ``scrapy crawl civitai -h`` lists them (README "Spider arguments").
 ARGUMENT_HELP = {
@@ -103,6 +121,7 @@ ARGUMENT_HELP = {
     "min_likes=N, min_laughs=N, min_cries=N, min_comments=N, min_dislikes=N": "the same for the other counts",
     "max_dislikes=N": "keep images with at most N dislikes",
     "require_meta=BOOL": "drop images without a prompt (default true)",
+    "update=BOOL": "with sort=Newest: stop each chain where earlier update runs of it left off",
     "sort=S": ", ".join(api.SORTS) + " (default Most Reactions)",
     "period=P": ", ".join(api.PERIODS) + " (default AllTime)",
     "type=T": ", ".join(api.TYPES) + " (default image)",
@@ -227,10 +246,17 @@ def parse_arguments(kwargs: Mapping[str, Any]) -> CrawlArguments:
         key = ",".join(f"{p}={v}" for p, v in combination) or "all"
         queries.append(Query(key=key, params={**base, **dict(combination)}))
 
+    update = parse_bool("update", kwargs.get("update", "false"))
+    if update and base["sort"] != "Newest":
+        raise ArgumentError(
+            f"argument update=true needs sort=Newest (the only order where new images come first), got "
+            f"sort={base['sort']!r}: add -a sort=Newest"
+        )
     return CrawlArguments(
         thresholds=Thresholds(minimum=minimum, maximum=maximum),
         require_meta=parse_bool("require_meta", kwargs.get("require_meta", "true")),
         queries=tuple(queries),
         sort=base["sort"],
         period=base["period"],
+        update=update,
     )

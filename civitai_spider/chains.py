@@ -9,7 +9,7 @@ from scrapy.http import Request
 
 from civitai_spider.arguments import Query
 
-FINISHED = ("complete", "loop", "early_stop")  # a chain in one of these is not walked again
+FINISHED = ("complete", "loop", "early_stop", "caught_up")  # a chain in one of these is not walked again
 
 
 @dataclass
@@ -19,6 +19,7 @@ class PageInFlight:
     request: Request  # the request that fetched it
     left: int  # its images not out of the pipelines yet
     failed: bool = False  # one of them failed: a resumed crawl walks the page again
+    ids: list[int] = field(default_factory=list)  # the ids of the page that matched its query
 
     @property
     def cursor(self) -> str | None:

@@ -69,6 +69,8 @@ class CivitaiConfig:
     page_limit: int = setting("CIVITAI_PAGE_LIMIT", "items per API page",
                               Rule(low=1, high=200, meaning="1..200 (items per API page)"))
     early_stop: bool = setting("CIVITAI_EARLY_STOP", "stop a chain where the sort proves the rest below the thresholds")
+    update_stop_after: int = setting("CIVITAI_UPDATE_STOP_AFTER", "update runs: images in a row seen before that stop a chain",
+                                     Rule(low=1, meaning="at least 1"))
     state_save_interval: float = setting("CIVITAI_STATE_SAVE_INTERVAL", "seconds between JOBDIR state writes",
                                          Rule(low=0, meaning="0 or more (seconds)"))
     image_hosts: tuple[str, ...] = setting("CIVITAI_IMAGE_HOSTS", "hosts images may be fetched from")

@@ -27,6 +27,10 @@ CIVITAI_PAGE_LIMIT = 200
 # answers from its database (model_id without model_version_id), where the sort is
 # newest-first, nor for a chain whose page comes back out of order.
 CIVITAI_EARLY_STOP = True
+# Update runs (-a update=true -a sort=Newest): a chain stops once this many images in a
+# row were seen by earlier update runs of the same query (a full page by default: an image
+# posted late, with an old id, among them starts the count again).
+CIVITAI_UPDATE_STOP_AFTER = 200
 
 # With -s JOBDIR=DIR: how often (seconds, at most) the chains' resume positions are
 # written to DIR/spider.state while the crawl runs (also at close). The scheduler's
@@ -155,6 +159,8 @@ EXTENSIONS = {
     # Replaced by civitai_spider.extensions.chain_state.ChainState (the add-on's, with JOBDIR),
     # which writes the same file atomically (this one truncates it, then pickles into it).
     "scrapy.extensions.spiderstate.SpiderState": None,
+    # Update runs (-a update=true): what earlier ones saw, and what this one sees.
+    "civitai_spider.extensions.update_runs.UpdateRuns": 50,
     "civitai_spider.extensions.fieldstats.CivitaiFieldStats": 10,
     "civitai_spider.extensions.progress.Progress": 500,
     "civitai_spider.extensions.summary.RunSummary": 600,

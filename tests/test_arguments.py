@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from civitai_spider.arguments import ArgumentError, parse_arguments
@@ -74,3 +76,19 @@ def test_every_argument_has_a_line_of_help():
 
     named = {part.strip().split("=")[0] for name in ARGUMENT_HELP for part in name.split(",") if "=" in part}
     assert named == KNOWN_ARGS
+
+
+def test_seen_name_is_stable_and_covers_what_decides_storing():
+    def name(**kwargs):
+        args = parse_arguments({"sort": "Newest", "update": "true", **kwargs})
+        return [args.seen_name(query) for query in args.queries]
+
+    assert name(min_hearts="10") == name(min_hearts="10")
+    assert name(min_hearts="10") != name(min_hearts="5")
+    assert name(min_hearts="10") != name(min_hearts="10", require_meta="false")
+    assert name(min_hearts="10") != name(min_hearts="10", max_dislikes="3")
+    assert name(min_hearts="10") != name(min_hearts="10", nsfw="X")
+    assert name(min_hearts="10")[0].startswith("all.")
+    users = name(username="bob/../x y,alice")
+    assert len(users) == 2 and len(set(users)) == 2
+    assert all(re.fullmatch(r"[A-Za-z0-9=,._-]+\.[0-9a-f]{16}", n) and "/" not in n for n in users), users

@@ -191,6 +191,25 @@ def test_summary_lines_words():
     assert "  failed: 1 (http_404 1); listed in s3://b/p/failures.jsonl.d/ and retried by the next run" in failed
 
 
+def test_summary_lines_of_update_runs():
+    caught_up = summary_lines({"update/pages": 3, "api/chains/caught_up": 1, "update/seen_loaded": 1600,
+                               "update/seen_recorded": 600, "images/failed": 1, "images/failed/http_404": 1}, 1.0, "/s")
+    assert ("  update: 3 pages walked; chains: 1 caught up with earlier update runs; 1600 images seen before, "
+            "600 recorded as seen now") in caught_up
+    assert any("retried by the next normal run (update runs count them as seen)" in line for line in caught_up)
+    first = summary_lines({"update/pages": 8, "api/chains/completed": 1, "update/seen_loaded": 0,
+                           "update/seen_recorded": 1600}, 1.0, "/s")
+    assert "  update: 8 pages walked; chains: 1 walked to the end of the feed; 0 images seen before, " \
+        "1600 recorded as seen now" in first
+    stopped = summary_lines({"update/pages": 2, "update/not_recorded": "shutdown"}, 1.0, "/s")
+    assert "  update: 2 pages walked; chains: none ended; nothing recorded as seen (shutdown): the next update run " \
+        "walks it again" in stopped
+    failed_chain = summary_lines({"update/pages": 2, "api/chains/caught_up": 1, "update/chains_not_recorded": 1,
+                                  "update/seen_loaded": 5, "update/seen_recorded": 200}, 1.0, "/s")
+    assert any(line.endswith("; 1 chains not recorded (they did not end)") for line in failed_chain)
+    assert not any(line.startswith("  update:") for line in summary_lines({}, 1.0, "/s"))
+
+
 def test_help_lists_the_spider_arguments():
     done = run_scrapy("crawl", "civitai", "-h")
 

@@ -38,6 +38,22 @@ def duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 
 
+def update_line(stats: dict[str, Any]) -> str:
+    """What an update run walked and why it stopped (extensions.update_runs)."""
+    why = []
+    if stats.get("api/chains/caught_up"):
+        why.append(f"{stats['api/chains/caught_up']} caught up with earlier update runs")
+    if stats.get("api/chains/completed"):
+        why.append(f"{stats['api/chains/completed']} walked to the end of the feed")
+    walked = f"update: {stats['update/pages']} pages walked; chains: {', '.join(why) or 'none ended'}"
+    if "update/not_recorded" in stats:
+        return f"  {walked}; nothing recorded as seen ({stats['update/not_recorded']}): the next update run walks it again"
+    not_recorded = stats.get("update/chains_not_recorded", 0)
+    return (f"  {walked}; {stats.get('update/seen_loaded', 0)} images seen before, "
+            f"{stats.get('update/seen_recorded', 0)} recorded as seen now"
+            + (f"; {not_recorded} chains not recorded (they did not end)" if not_recorded else ""))
+
+
 def summary_lines(stats: dict[str, Any], elapsed: float, store: str) -> list[str]:
     reason = stats.get("finish_reason", "unknown")
     stored = stats.get("images/stored", 0)
@@ -50,6 +66,8 @@ def summary_lines(stats: dict[str, Any], elapsed: float, store: str) -> list[str
         f"  stored: {stored} new images, {human_bytes(written)} written; "
         f"{stats.get('done/skipped', 0)} already done earlier (skipped)",
     ]
+    if "update/pages" in stats:
+        lines.append(update_line(stats))
     ignored = {k[len("api/filter_ignored/"):]: v for k, v in stats.items() if k.startswith("api/filter_ignored/")}
     for chain, filters in sorted(ignored.items()):
         lines.append(f"  chain {chain}: ended: the API ignored its {filters} filter; nothing foreign stored")
@@ -63,7 +81,8 @@ def summary_lines(stats: dict[str, Any], elapsed: float, store: str) -> list[str
     if failed:
         lines.append(
             f"  failed: {failed} ({by_reason(stats, 'images/failed/')}); listed in {failures_location(store)}"
-            " and retried by the next run"
+            + (" and retried by the next normal run (update runs count them as seen)" if "update/pages" in stats
+               else " and retried by the next run")
         )
     else:
         lines.append("  failed: 0")

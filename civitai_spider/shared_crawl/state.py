@@ -330,6 +330,10 @@ class SharedCrawl:
     def set_chain(self, chain: str, status: str) -> None:
         self.server.hset(self.keys.chains, chain, status)
 
+    def chains(self) -> dict[str, str]:
+        """Each chain's end, as the workers recorded it."""
+        return {k.decode(): v.decode() for k, v in self.server.hgetall(self.keys.chains).items()}
+
     # --- this worker -----------------------------------------------------------------
 
     def heartbeat(self) -> None:

@@ -150,6 +150,11 @@ class WorkerLoop:
         if finished:
             if self.shared.mark_finished():
                 logger.info("Crawl %r is finished: no page queued or leased", self.shared.crawl)
+            try:
+                statuses = self.shared.chains()
+            except RedisError:
+                statuses = {}  # chains this worker did not see end count as unfinished
+            self.crawler.signals.send_catch_log(civitai_signals.walk_finished, statuses=statuses)
             return
         raise DontCloseSpider
 

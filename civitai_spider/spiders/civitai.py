@@ -79,6 +79,8 @@ class CivitaiSpider(scrapy.Spider):
         self._yielded_ids = IdSet()  # compact: a long walk does not grow memory by ~60 bytes an id
         self._item_pages: dict[int, tuple[Chain, int]] = {}  # image id -> its page in flight
         self._first_pages_taken = False  # by a scheduler that queues them itself (first_pages)
+        # An update run: chain key -> the images earlier update runs of it saw (extensions.update_runs).
+        self.seen_before: dict[str, Any] = {}
 
     @classmethod
     def check_arguments(cls, kwargs: dict[str, Any]) -> CrawlArguments:
@@ -102,6 +104,7 @@ class CivitaiSpider(scrapy.Spider):
         # The API's own host is trusted too (it is what the user pointed us at).
         spider.image_hosts = (*hosts, api_host) if hosts and api_host else hosts
         spider.max_meta_depth = config.meta_max_depth
+        spider.update_stop_after = config.update_stop_after
         for signal in (signals.item_scraped, signals.item_dropped, signals.item_error):
             crawler.signals.connect(spider._item_left_pipelines, signal=signal)
         crawler.signals.connect(spider._idle, signal=signals.spider_idle)
@@ -133,6 +136,13 @@ class CivitaiSpider(scrapy.Spider):
         stats = self.crawler.stats
         for query in self.crawl_args.queries:
             chain = Chain.restore(query, saved[query.key]) if query.key in saved else Chain(query)
+            if chain.status in FINISHED and self.crawl_args.update:
+                # The job's last update run got to the end: this one is the next, from the top.
+                logger.info("Chain %s: the job's last update run ended (%s): walking from the newest again",
+                            query.key, chain.status)
+                stats.inc_value("api/chains/update_again")
+                chain = Chain(query)
+                saved.pop(query.key)
             self._chains[query.key] = chain
             if chain.status in FINISHED:
                 logger.info("Chain %s: already %s in an earlier run of this job", query.key, chain.status)
@@ -158,8 +168,10 @@ class CivitaiSpider(scrapy.Spider):
             self._chains.setdefault(query.key, Chain(query))
         return [self.page_request(query.key, None, 1) for query in self.crawl_args.queries]
 
-    def page_request(self, chain_key: str, cursor: str | None, page: int, floor: int | None = None) -> Request:
-        """The request for page ``page`` of a chain; ``floor`` is its early-stop floor (default: the chain's plan)."""
+    def page_request(self, chain_key: str, cursor: str | None, page: int, floor: int | None = None,
+                     seen_run: int = 0) -> Request:
+        """The request for page ``page`` of a chain; ``floor`` is its early-stop floor (default: the
+        chain's plan), ``seen_run`` how many images in a row before it earlier update runs saw."""
         chain = self._chains[chain_key]
         floor = self._floors[chain_key] if floor is None else floor
         url = api.page_url(self.api_url, chain.query.params, cursor, self.page_limit)
@@ -177,6 +189,7 @@ class CivitaiSpider(scrapy.Spider):
                 "cursor": cursor,
                 "page": page,
                 "floor": floor,
+                "seen_run": seen_run,
                 "handle_httpstatus_all": True,
                 # Its own download slot: API pages never queue behind image downloads.
                 "download_slot": API_SLOT,
@@ -218,29 +231,43 @@ class CivitaiSpider(scrapy.Spider):
         if not page.items:
             stats.inc_value("api/pages/empty")
 
-        items, matched, foreign = self._items(chain, page.items, number)
-        if foreign and not matched:
+        items, ids, foreign = self._items(chain, page.items, number)
+        if foreign and not ids:
             self._end_chain_filter_ignored(chain, foreign, number, response.request)
             return
         if items:  # registered before any of them can finish
             chain.sequence += 1
-            chain.in_flight[chain.sequence] = PageInFlight(response.request, len(items))
+            chain.in_flight[chain.sequence] = PageInFlight(response.request, len(items), ids=ids)
             for item in items:
                 self._item_pages[item["id"]] = (chain, chain.sequence)
-        next_request = self._next_page(chain, page, response.meta["cursor"], number, response.meta.get("floor", 0))
+        next_request = self._next_page(chain, page, ids, response)
         self._save_state()
         if next_request is not None:
             yield next_request
         yield from items
         if not items:  # runs once the next page request is scheduled
-            self._page_finished(response.request, complete=True)
+            self._page_finished(response.request, complete=True, ids=ids)
 
-    def _next_page(self, chain: Chain, page: api.Page, page_cursor: str | None, number: int,
-                   floor: int) -> Request | None:
+    def _next_page(self, chain: Chain, page: api.Page, ids: list[int], response: Response) -> Request | None:
         stats = self.crawler.stats
+        page_cursor, number = response.meta["cursor"], response.meta.get("page", 1)
+        floor, seen_run = response.meta.get("floor", 0), response.meta.get("seen_run", 0)
         if floor:
             floor = self._early_stop(chain, page, number, floor)
             if floor < 0:
+                return None
+        seen = self.seen_before.get(chain.query.key)
+        if seen is not None:  # an update run: caught up with the earlier ones?
+            for image_id in ids:
+                seen_run = seen_run + 1 if image_id in seen else 0
+            if seen_run >= self.update_stop_after:
+                logger.info(
+                    "Chain %s: caught up after page %d: its last %d images were all seen by earlier update "
+                    "runs (CIVITAI_UPDATE_STOP_AFTER=%d)%s",
+                    chain.query.key, number, seen_run, self.update_stop_after, self._walked(chain, number),
+                )
+                stats.inc_value("api/chains/caught_up")
+                self._chain_ended(chain, "caught_up")
                 return None
         cursor = page.next_cursor
         if cursor is None:
@@ -252,7 +279,7 @@ class CivitaiSpider(scrapy.Spider):
             # The same page walked again (a shared crawl's page handed back to this worker):
             # asked for again, and the shared dupefilter drops it if it was queued already.
             stats.inc_value("api/pages/walked_again")
-            return self.page_request(chain.query.key, cursor, number + 1, floor)
+            return self.page_request(chain.query.key, cursor, number + 1, floor, seen_run)
         if cursor in chain.visited:
             logger.warning(
                 "Chain %s: page %d sent back cursor %r, already visited in this chain: "
@@ -264,7 +291,7 @@ class CivitaiSpider(scrapy.Spider):
             return None
         chain.visited[cursor] = page_cursor
         chain.next_cursor, chain.next_page = cursor, number + 1
-        return self.page_request(chain.query.key, cursor, number + 1, floor)
+        return self.page_request(chain.query.key, cursor, number + 1, floor, seen_run)
 
     @staticmethod
     def _walked(chain: Chain, number: int) -> str:
@@ -297,12 +324,13 @@ class CivitaiSpider(scrapy.Spider):
         self._chain_ended(chain, "early_stop")
         return -1
 
-    def _items(self, chain: Chain, raw_items: list[Any], number: int) -> tuple[list[CivitaiImage], int, dict[str, int]]:
-        """The page's items to yield, how many matched the query, and the foreign ones by filter."""
+    def _items(self, chain: Chain, raw_items: list[Any], number: int) -> tuple[list[CivitaiImage], list[int], dict[str, int]]:
+        """The page's items to yield, the ids (in page order) of all that matched the query
+        (duplicates of another chain's too), and the foreign ones by filter."""
         stats = self.crawler.stats
         item_filter = self._filters[chain.query.key]
         items: list[CivitaiImage] = []
-        matched = 0
+        ids: list[int] = []
         foreign: dict[str, int] = {}
         for raw in raw_items:
             try:
@@ -322,7 +350,7 @@ class CivitaiSpider(scrapy.Spider):
                 stats.inc_value("api/items/foreign")
                 stats.inc_value(f"api/items/foreign/{mismatches[0]}")
                 continue
-            matched += 1
+            ids.append(image_id)
             if image_id in self._yielded_ids or image_id in self._item_pages:
                 stats.inc_value("api/items/duplicate")
                 continue
@@ -333,12 +361,12 @@ class CivitaiSpider(scrapy.Spider):
             item["query"] = chain.query.key
             item["image_urls"] = [url]
             items.append(item)
-        if foreign and matched:
+        if foreign and ids:
             logger.warning(
                 "Chain %s: page %d: %d of %d items do not match the query (%s): not stored",
                 chain.query.key, number, sum(foreign.values()), len(raw_items), _counts(foreign),
             )
-        return items, matched, foreign
+        return items, ids, foreign
 
     def _item_left_pipelines(self, item: Any, exception: Any = None, failure: Any = None, **kwargs: Any) -> None:
         """An item left the pipelines: its page is one item closer to finished. Stored, or
@@ -360,10 +388,11 @@ class CivitaiSpider(scrapy.Spider):
             if not page.failed:
                 del chain.in_flight[sequence]
                 self._save_state()
-            self._page_finished(page.request, complete=not page.failed)
+            self._page_finished(page.request, complete=not page.failed, ids=page.ids)
 
-    def _page_finished(self, request: Request, complete: bool) -> None:
-        self.crawler.signals.send_catch_log(civitai_signals.page_finished, request=request, complete=complete)
+    def _page_finished(self, request: Request, complete: bool, ids: list[int] | None = None) -> None:
+        self.crawler.signals.send_catch_log(civitai_signals.page_finished, request=request, complete=complete,
+                                            ids=ids or [])
 
     def _chain_ended(self, chain: Chain, status: str) -> None:
         chain.status = status

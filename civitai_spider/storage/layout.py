@@ -3,7 +3,8 @@ gallery (or any reader of a harvest) reads. Plain names, no Scrapy (store proces
 
 For an image ``N``: ``N.<ext>`` (the image or video), ``N_pos-prompt.txt``,
 ``N_neg-prompt.txt``, ``N_meta.json``, ``N.txt`` (a caption, when asked for), and
-``thumbs/<set>/N.jpg``; for the store: ``downloaded_ids.txt`` and ``failures.jsonl``.
+``thumbs/<set>/N.jpg``; for the store: ``downloaded_ids.txt`` and ``failures.jsonl``; for
+update runs, per query: ``seen/<query name>.ids``.
 """
 
 from __future__ import annotations
@@ -33,3 +34,8 @@ def caption_file(stem: str) -> str:
 
 def thumb_file(thumb_set: str, stem: str) -> str:
     return f"thumbs/{thumb_set}/{stem}.jpg"
+
+
+def seen_file(query_name: str) -> str:
+    """The ids update runs of one query saw (``arguments.CrawlArguments.seen_name``)."""
+    return f"seen/{query_name}.ids"

@@ -66,6 +66,11 @@ class Record(ABC):
     def append(self, line: str) -> None:
         """Add one line (a trailing newline is added); never blocks the reactor for long."""
 
+    def extend(self, lines: list[str]) -> None:
+        """Add many lines at once, in order (one write; on an object store, one segment)."""
+        for line in lines:
+            self.append(line)
+
     @abstractmethod
     async def close(self) -> None:
         """Write whatever is still waiting; the record is not appended to afterwards."""
@@ -100,6 +105,12 @@ class FileRecord(Record):
         if mid_line:  # a file dropped in without a final newline: do not glue our first id to its last
             handle.write("\n")
         return handle
+
+    def extend(self, lines: list[str]) -> None:
+        if self._handle is None:
+            self._handle = self._open()
+        self._handle.write("".join(f"{line.rstrip(chr(10))}\n" for line in lines))
+        self._handle.flush()
 
     async def close(self) -> None:
         if self._handle is not None:
@@ -267,6 +278,12 @@ class SegmentRecord(Record):
             or (self.flush_seconds and now - self._first_pending >= self.flush_seconds)
         ):
             self.flush()
+
+    def extend(self, lines: list[str]) -> None:
+        if self._closed:
+            raise RuntimeError(f"{self.location}: appended to after close")
+        self._pending.extend(line.rstrip("\n") for line in lines)
+        self.flush()  # one segment, written whole (a PUT): all of them or none
 
     def flush(self) -> None:
         """Start writing the waiting lines as the next segment (the upload runs in a thread)."""
