@@ -306,6 +306,17 @@ def render_pages(items: list[dict[str, Any]], folder: Path, api_url: str, cdn_ro
     return pages
 
 
+def read_arrivals(log: Path, skip: int) -> list[float]:
+    """Arrival times of the requests in an nginx ``arrival`` access log (``$msec - $request_time``),
+    after its first ``skip`` lines."""
+    lines = log.read_text().splitlines()[skip:] if log.exists() else []
+    out = []
+    for line in lines:
+        msec, request_time, *_ = line.split()
+        out.append(float(msec) - float(request_time))
+    return out
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -40,15 +40,6 @@ def write_ids(path: Path, count: int) -> list[int]:
     return ids[:200]
 
 
-def read_arrivals(log: Path, skip: int) -> list[float]:
-    lines = log.read_text().splitlines()[skip:] if log.exists() else []
-    out = []
-    for line in lines:
-        msec, request_time, *_ = line.split()
-        out.append(float(msec) - float(request_time))
-    return out
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--ids", type=int, default=1_000_000)
@@ -104,7 +95,7 @@ def main() -> int:
                                           env=benchlib.clean_env(), timeout=300)
                     t_end = time.time()
                 time.sleep(0.2)  # nginx writes its log line when the answer is sent
-                arrivals = read_arrivals(access_log, skip)
+                arrivals = benchlib.read_arrivals(access_log, skip)
                 text = log_path.read_text(errors="replace")
                 skipped = "200 already done earlier (skipped)" in text
                 run = {"first_request_s": (arrivals[0] - t0) if arrivals else float("nan"),
