@@ -16,6 +16,27 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+#: The API item fields copied onto the item as given (``meta`` is normalised).
+API_FIELDS = (
+    "id",
+    "url",
+    "hash",
+    "width",
+    "height",
+    "nsfwLevel",
+    "nsfw",
+    "browsingLevel",
+    "type",
+    "createdAt",
+    "postId",
+    "username",
+    "baseModel",
+    "baseModelType",
+    "modelVersionIds",
+    "stats",
+    "meta",
+)
+
 SORTS = ("Most Reactions", "Most Comments", "Most Collected", "Newest", "Oldest", "Random")
 PERIODS = ("AllTime", "Year", "Month", "Week", "Day")
 NSFW_VALUES = ("None", "Soft", "Mature", "X", "true", "false")

@@ -15,13 +15,15 @@ What is read, and how:
   ``N_neg-prompt.txt`` and ``N_meta.json`` their metadata;
   ``thumbs/<name>/N.jpg`` are listed per thumbnail set. Hidden and ``.part``
   files (writes in progress) are ignored.
-- an optional feed export of the crawl (``scrapy crawl civitai -O
-  items.jsonl``; ``--items``, by default ``items.jsonl`` or else
-  ``images.jsonl`` in the folder) gives reactions (``stats``), ``width``/
-  ``height``, ``username``, ``baseModel``, ``createdAt`` and the prompts. A
-  JSON-array export (``-O items.json``, one item a line) is read too. Items
-  whose image is not in the folder are ignored; the last line for an id wins.
-- without an item for an id: the prompt files are read, reactions are unknown,
+- each image's record ``N.json`` (the crawl writes one beside every image it
+  stores) gives reactions (``stats``), ``width``/``height``, ``username``,
+  ``baseModel``, ``createdAt`` and the prompts.
+- for images without a record (stored by a version before records), an optional
+  feed export of the crawl (``scrapy crawl civitai -O items.jsonl``; ``--items``,
+  by default ``items.jsonl`` or else ``images.jsonl`` in the folder) gives the
+  same. A JSON-array export (``-O items.json``, one item a line) is read too.
+  Items whose image is not in the folder are ignored; the last line for an id wins.
+- without either for an id: the prompt files are read, reactions are unknown,
   and the pixel size comes from the image header (Pillow's ``Image.open`` reads
   the header only; nothing is decoded). Videos without an item have no size.
 
@@ -101,6 +103,7 @@ class Listing:
     pos: set[int] = field(default_factory=set)
     neg: set[int] = field(default_factory=set)
     meta: set[int] = field(default_factory=set)
+    records: set[int] = field(default_factory=set)  # ids with their record, N.json
     #: Thumbnail set name -> ids that have ``thumbs/<name>/<id>.jpg``.
     thumbs: dict[str, set[int]] = field(default_factory=dict)
     failures: int = 0
@@ -162,7 +165,9 @@ def scan_folder(folder: Path) -> Listing:
             image_id = _parse_id(stem)
             if image_id is not None:
                 ext = ext.lower()
-                if ext in MEDIA_EXTS and entry.is_file():
+                if ext == "json":
+                    listing.records.add(image_id)
+                elif ext in MEDIA_EXTS and entry.is_file():
                     # Two files for one id (a store filled under two format
                     # policies): keep one, the same one on every run.
                     known = listing.media.get(image_id)
@@ -275,6 +280,29 @@ def item_info(item: dict[str, Any]) -> ItemInfo:
         prompt=_clip(prompt) if isinstance(prompt, str) and prompt else None,
         negative=_clip(negative) if isinstance(negative, str) and negative else None,
     )
+
+
+def read_records(folder: Path, ids: Iterable[int]) -> dict[int, ItemInfo]:
+    """The page's view of each image's record (``N.json``, written by the crawl beside every
+    image it stores); one that cannot be read is counted and skipped with one warning."""
+    infos: dict[int, ItemInfo] = {}
+    bad = 0
+    for image_id in ids:
+        path = folder / layout.record_file(str(image_id))
+        try:
+            with open(path, "rb") as f:
+                record = json.loads(f.read())
+            if not isinstance(record, dict):
+                raise ValueError("not an object")
+        except (OSError, ValueError) as exc:
+            bad += 1
+            logger.debug("record %s not read: %s", path, exc)
+            continue
+        infos[image_id] = item_info(record)
+    if bad:
+        logger.warning("%s: %d image records (N.json) could not be read; their prompts come from the prompt files",
+                       folder, bad)
+    return infos
 
 
 def read_items(path: Path, wanted: Iterable[int] | None = None) -> dict[int, ItemInfo]:
@@ -479,12 +507,16 @@ def build_gallery(
     except OSError as exc:
         raise GalleryError(f"cannot list {folder}: {exc.strerror or exc}") from None
     logger.info("%s: %d images/videos listed", folder, len(listing.media))
-    item_infos: dict[int, ItemInfo] = {}
-    if items_path is not None:
-        item_infos = read_items(items_path, listing.media)
-        logger.info("%s: items for %d of them", items_path, len(item_infos))
-    else:
-        logger.info("no items file: reactions unknown, sizes from the image headers")
+    item_infos = read_records(folder, (i for i in listing.media if i in listing.records))
+    logger.info("%s: records (N.json) for %d of them", folder, len(item_infos))
+    without = [i for i in listing.media if i not in item_infos]
+    if items_path is not None and without:
+        from_feed = read_items(items_path, without)
+        item_infos.update(from_feed)
+        logger.info("%s: items for %d of the %d without a record", items_path, len(from_feed), len(without))
+    elif without:
+        logger.info("%d without a record (stored by an older version) and no items file: their reactions are "
+                    "unknown, sizes from the image headers", len(without))
     with warnings.catch_warnings():
         # Only headers are read: a huge image is no bomb here (the crawl reports those).
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -546,8 +578,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--items",
         type=Path,
-        help="a feed export of the crawl (scrapy crawl civitai -O items.jsonl) for reactions and sizes; "
-        "default: items.jsonl or images.jsonl in FOLDER when present",
+        help="a feed export of the crawl (scrapy crawl civitai -O items.jsonl) for images stored without a "
+        "record (N.json; older versions): reactions and sizes; default: items.jsonl or images.jsonl in FOLDER",
     )
     parser.add_argument("--out", type=Path, help="the page to write (default: FOLDER/gallery.html)")
     parser.add_argument("--thumbs", metavar="NAME", help="thumbnail set to show (thumbs/NAME/); default: picked by size")

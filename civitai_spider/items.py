@@ -8,26 +8,7 @@ from __future__ import annotations
 
 import scrapy
 
-#: The API item fields copied onto the item as given (``meta`` is normalised).
-API_FIELDS = (
-    "id",
-    "url",
-    "hash",
-    "width",
-    "height",
-    "nsfwLevel",
-    "nsfw",
-    "browsingLevel",
-    "type",
-    "createdAt",
-    "postId",
-    "username",
-    "baseModel",
-    "baseModelType",
-    "modelVersionIds",
-    "stats",
-    "meta",
-)
+from civitai_spider.api import API_FIELDS  # noqa: F401 (the fields below; imported from here too)
 
 
 class CivitaiImage(scrapy.Item):
@@ -48,6 +29,8 @@ class CivitaiImage(scrapy.Item):
     modelVersionIds = scrapy.Field()
     stats = scrapy.Field()
     meta = scrapy.Field()
+    # API fields not in API_FIELDS, as given (a field Civitai added later): kept in N.json.
+    extra = scrapy.Field()
     # Which query (cursor chain) yielded the image, e.g. "username=alice".
     query = scrapy.Field()
     # ImagesPipeline input and output.

@@ -278,7 +278,7 @@ def check_store(store: Path, server: Any) -> None:
     expected = set()
     for image_id, ext in PASSING.items():
         expected |= {f"{image_id}.{ext}", f"{image_id}_pos-prompt.txt", f"{image_id}_neg-prompt.txt",
-                     f"{image_id}_meta.json"}
+                     f"{image_id}_meta.json", f"{image_id}.json"}
     assert per_image == expected, sorted(names)
     assert "failures.jsonl" not in names
     by_id = {image["id"]: image for image in IMAGES}
@@ -287,6 +287,7 @@ def check_store(store: Path, server: Any) -> None:
         assert (store / f"{image_id}.{ext}").read_bytes() == FILES[image["_file"]]
         assert (store / f"{image_id}_pos-prompt.txt").read_text(encoding="utf-8") == image["meta"]["prompt"]
         assert json.loads((store / f"{image_id}_meta.json").read_text(encoding="utf-8")) == image["meta"]
+        assert json.loads((store / f"{image_id}.json").read_text(encoding="utf-8"))["stored"]["file"] == f"{image_id}.{ext}"
     done = (store / "downloaded_ids.txt").read_text().split()
     assert sorted(map(int, done)) == sorted(PASSING)
     fetched = sorted(r["path"].split("/")[2] for r in server.requests("cdn"))

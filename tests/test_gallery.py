@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 import pytest
+import pytest_twisted
 from PIL import Image, ImageDraw
 
 from civitai_spider import gallery
@@ -567,3 +568,35 @@ def test_browser_100k_records_page_filter_and_sort(browser, tmp_path):
           f"filter {filtered:.2f} s, sort {ordered:.2f} s")
     assert browser.execute_script("return document.querySelectorAll('.card').length") == 200
     # Times are printed, not asserted (a shared machine is noisy); the waits above bound them.
+
+
+# --- a crawled store: the records (N.json) are enough -----------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_crawled_store_needs_no_feed_export(server, tmp_path, caplog):
+    from tests.support import api_image, image_bytes, run_crawl, scenario
+
+    store = tmp_path / "store"
+    images = [api_image(1, hearts=12, likes=3, comments=2, username="alice", createdAt="2025-03-05T10:00:00.000Z",
+                        file="jpeg", prompt="a red fox"),
+              api_image(2, hearts=40, username="bob", baseModel="Pony", file="jpeg", prompt="a lighthouse"),
+              api_image(3, hearts=7, username="carol", file="jpeg", prompt="a cabin")]
+    server.load(scenario(images, {"jpeg": image_bytes("JPEG", size=(80, 60))}))
+    await run_crawl(server, {"IMAGES_STORE": str(store)})
+    # An image stored by a version before records: its reactions come from a feed export, if any.
+    (store / "3.json").unlink()
+    (store / "items.jsonl").write_text(json.dumps(item(3, hearts=7, user="carol", size=(80, 60))) + "\n")
+    (store / "2.json").write_text("{not json")  # damaged: prompts from the files, a warning
+
+    with caplog.at_level("INFO", logger="civitai_spider.gallery"):
+        result = gallery.build_gallery(store)
+
+    cards = records_by_id(read_data(result.out))
+    assert cards[1]["stats"] == [12, 3, 0, 0, 2, 0] and cards[1]["user"] == "alice"
+    assert cards[1]["created"] == "2025-03-05T10:00:00.000Z" and cards[1]["prompt"] == "a red fox"
+    assert (cards[1]["width"], cards[1]["height"]) == (64, 64)  # the API's size, from the record
+    assert cards[3]["stats"] == [7, 0, 1, 0, 0, 0] and cards[3]["user"] == "carol"  # from the feed export
+    assert cards[2]["stats"] is None and cards[2]["prompt"] == "a lighthouse"  # damaged record: files only
+    assert "1 image records (N.json) could not be read" in caplog.text
+    assert result.with_items == 2

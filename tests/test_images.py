@@ -82,7 +82,7 @@ def load_all(server, **extra):
 
 
 def stored(store, name):
-    matches = sorted(p for p in store.iterdir() if p.stem == str(IDS[name]))
+    matches = sorted(p for p in store.iterdir() if p.stem == str(IDS[name]) and p.suffix != ".json")
     assert len(matches) <= 1, matches
     return matches[0] if matches else None
 

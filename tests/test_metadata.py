@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -48,9 +49,10 @@ async def test_metadata_files_are_exact(server, tmp_path):
     assert not (tmp_path / "2_neg-prompt.txt").exists()  # empty negative prompt: no file
     assert not (tmp_path / "5_pos-prompt.txt").exists()  # no prompt: no file
     assert (tmp_path / "5_neg-prompt.txt").read_text("utf-8") == "no prompt here"
-    assert sorted(p.name for p in tmp_path.glob("6*")) == ["6.jpg"]  # meta null: image only
+    assert sorted(p.name for p in tmp_path.glob("6*")) == ["6.jpg", "6.json"]  # meta null: image and record
     assert not list(tmp_path.glob("*.txt")) or all("_" in p.name for p in tmp_path.glob("*.txt"))
-    written = [p for p in tmp_path.iterdir() if p.name.endswith(("_pos-prompt.txt", "_neg-prompt.txt", "_meta.json"))]
+    written = [p for p in tmp_path.iterdir()
+               if p.name.endswith(("_pos-prompt.txt", "_neg-prompt.txt", "_meta.json")) or p.name[:-5].isdigit()]
     assert result.stats["metadata/files_written"] == len(written)
     assert result.stats["metadata/bytes_written"] == sum(p.stat().st_size for p in written)
 
@@ -106,7 +108,49 @@ async def test_metadata_over_the_size_cap_is_not_written_and_not_done(server, tm
 
     assert result.ids == [1]
     assert result.stats["metadata/too_large"] == 1
-    assert not list(tmp_path.glob("2_*"))  # none of its metadata files
+    assert not list(tmp_path.glob("2_*")) and not (tmp_path / "2.json").exists()  # none of its metadata files
     assert (tmp_path / "downloaded_ids.txt").read_text().split() == ["1"]  # so the next run tries it again
     assert json.loads((tmp_path / "1_meta.json").read_text())["seed"] == 1938345220
-    assert result.stats["metadata/files_written"] == 3
+    assert result.stats["metadata/files_written"] == 4  # prompts, meta and the record
+
+
+# The record, written by a store process (a local store's default), in the crawl's process, and to s3.
+@pytest.mark.parametrize("where", ["processes", "threads", "s3"])
+@pytest_twisted.ensureDeferred
+async def test_every_stored_image_has_its_record(server, tmp_path, s3, where):
+    png = image_bytes("PNG")
+    gif = image_bytes("GIF", mode="P")
+    images = [api_image(1, meta=meta_for(1), hearts=12, likes=3, file="jpeg", baseModelType="Standard",
+                        remixOfId=77, username="山田"),
+              api_image(2, meta=None, file="png"), api_image(3, file="gif")]
+    server.load(scenario(images, {**FILES, "png": png, "gif": gif}))
+    settings = {"IMAGES_STORE": str(tmp_path), "CIVITAI_STORE_PROCESSES": 2 if where == "processes" else 0}
+    if where == "s3":
+        settings = {**s3.settings, "IMAGES_STORE": s3.new_store()}
+
+    result = await run_crawl(server, settings, require_meta="false")
+
+    assert sorted(result.ids) == [1, 2, 3]
+    if where == "s3":
+        objects = s3.objects(settings["IMAGES_STORE"])
+        records = {i: json.loads(objects[f"{i}.json"]["body"]) for i in (1, 2, 3)}
+        files = {i: objects[records[i]["stored"]["file"]]["body"] for i in (1, 2, 3)}
+    else:
+        records = {i: json.loads((tmp_path / f"{i}.json").read_text("utf-8")) for i in (1, 2, 3)}
+        files = {i: (tmp_path / records[i]["stored"]["file"]).read_bytes() for i in (1, 2, 3)}
+    first = records[1]
+    assert first["id"] == 1 and first["username"] == "山田" and first["meta"] == meta_for(1)
+    assert first["stats"]["heartCount"] == 12 and first["stats"]["likeCount"] == 3
+    assert first["baseModel"] == "SDXL 1.0" and first["createdAt"] == "2024-04-04T21:24:07.499Z"
+    assert first["browsingLevel"] == 1 and first["postId"] == 1001 and first["url"].endswith(".jpeg")
+    assert first["remixOfId"] == 77  # a field this version does not know, kept as given
+    assert first["query"] == "all"
+    stored = first["stored"]
+    assert stored["file"] == "1.jpg" and stored["format"] == "jpg" and stored["kept"] is True
+    assert stored["source_format"] == "JPEG" and stored["bytes"] == len(files[1]) == len(FILES["jpeg"])
+    assert stored["md5"] == hashlib.md5(files[1]).hexdigest()
+    assert (stored["width"], stored["height"]) == (64, 48)
+    assert records[2]["meta"] is None and records[2]["stored"]["file"] == "2.png"
+    assert records[3]["stored"]["kept"] is False and records[3]["stored"]["source_format"] == "GIF"
+    assert records[3]["stored"]["md5"] == hashlib.md5(files[3]).hexdigest()
+    assert all(r["stored"]["at"].endswith("+00:00") for r in records.values())

@@ -171,7 +171,9 @@ class CivitaiImagesPipeline(MediaPipeline):
             raise ImageFailed("store_error", str(exc)) from exc
         self.store_errors.succeeded()
         self._count(stored, request, item)
-        return {"url": request.url, "path": path, "checksum": stored.checksum, "status": "downloaded"}
+        return {"url": request.url, "path": path, "checksum": stored.checksum, "status": "downloaded",
+                "format": stored.ext, "kept": stored.kept, "source_format": stored.source_format,
+                "size": stored.size, "width": stored.width, "height": stored.height}
 
     def _count(self, stored: StoredImage, request: Request, item: Any) -> None:
         stats = self.crawler.stats

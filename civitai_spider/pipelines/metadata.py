@@ -9,7 +9,12 @@ For a stored image ``N.<ext>``, through the crawl's ``Storage`` (so ``s3://`` an
 - ``N_meta.json``: the whole ``meta`` dict (already un-nested by the spider),
   UTF-8, keys unchanged, non-ASCII not escaped; not written when meta is null;
 - ``N.txt`` when ``CIVITAI_CAPTION_FILES`` is on: a caption for training tools,
-  the prompt with ``<lora:...>``-style tags removed.
+  the prompt with ``<lora:...>``-style tags removed;
+- ``N.json``, for every stored image, written last: its record
+  (``metadata_files.image_record``): every field the API gave, the chain that found
+  it, and what was stored (file, format, kept or converted, md5, bytes, pixel
+  size, when). The store describes itself: exports (``civitai_spider.export``) and
+  the gallery read it, no feed export needed.
 
 A store error fails the item (dropped, counted under ``metadata/failed``), so the
 image is not recorded as done and the next run completes it.
@@ -18,6 +23,7 @@ image is not recorded as done and the next run completes it.
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from itemadapter import ItemAdapter
@@ -27,7 +33,7 @@ from civitai_spider.config import CivitaiConfig
 from civitai_spider.exceptions import RetryLater
 from civitai_spider.pipelines.store_errors import StoreErrors
 from civitai_spider.storage import Storage, StoreProcessFailed, StoreWriteError
-from civitai_spider.storage.metadata_files import MetadataTooLarge
+from civitai_spider.storage.metadata_files import MetadataTooLarge, image_record
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -59,8 +65,10 @@ class MetadataPipeline:
         if not results:
             return item
         stem = results[0]["path"].rsplit(".", 1)[0]
+        record = image_record(adapter, results[0], datetime.now(UTC).isoformat(timespec="seconds"))
         try:
-            count, size = await self.storage.write_metadata(stem, adapter.get("meta"), self.captions, self.max_bytes)
+            count, size = await self.storage.write_metadata(stem, adapter.get("meta"), self.captions, self.max_bytes,
+                                                            record)
         except MetadataTooLarge as exc:
             self.crawler.stats.inc_value("metadata/too_large")
             raise RetryLater(

@@ -61,6 +61,7 @@ logger = logging.getLogger(__name__)
 
 
 API_SLOT = "civitai-api"
+KNOWN_KEYS = frozenset(API_FIELDS)
 FILTER_IGNORED = "filter_ignored"
 
 
@@ -358,6 +359,9 @@ class CivitaiSpider(scrapy.Spider):
             item = CivitaiImage({k: raw[k] for k in API_FIELDS if k in raw})
             item["id"] = image_id
             item["meta"] = api.normalise_meta(raw.get("meta"))
+            extra = {k: v for k, v in raw.items() if k not in KNOWN_KEYS}
+            if extra:
+                item["extra"] = extra
             item["query"] = chain.query.key
             item["image_urls"] = [url]
             items.append(item)

@@ -105,9 +105,11 @@ class Storage(ABC):
         with its thumbnails; (what was stored, without its bytes, its store-relative path)."""
 
     @abstractmethod
-    async def write_metadata(self, stem: str, meta: Any, captions: bool, max_bytes: int) -> tuple[int, int]:
-        """Write an image's metadata files (``metadata_files``); (files, bytes) written. Raises
-        ``MetadataTooLarge`` over ``max_bytes`` (nothing written)."""
+    async def write_metadata(
+        self, stem: str, meta: Any, captions: bool, max_bytes: int, record: dict[str, Any] | None = None
+    ) -> tuple[int, int]:
+        """Write an image's metadata files (``metadata_files``), its ``record`` (``N.json``) last;
+        (files, bytes) written. Raises ``MetadataTooLarge`` over ``max_bytes`` (nothing written)."""
 
     @abstractmethod
     def record(self, name: str) -> Record:

@@ -1,7 +1,8 @@
 """The names of a harvest's files, at the top of its store: what the spider writes and the
 gallery (or any reader of a harvest) reads. Plain names, no Scrapy (store processes import it).
 
-For an image ``N``: ``N.<ext>`` (the image or video), ``N_pos-prompt.txt``,
+For an image ``N``: ``N.<ext>`` (the image or video), ``N.json`` (its record: what the API
+said and what was stored, written last), ``N_pos-prompt.txt``,
 ``N_neg-prompt.txt``, ``N_meta.json``, ``N.txt`` (a caption, when asked for), and
 ``thumbs/<set>/N.jpg``; for the store: ``downloaded_ids.txt`` and ``failures.jsonl``; for
 update runs, per query: ``seen/<query name>.ids``.
@@ -26,6 +27,11 @@ def neg_prompt_file(stem: str) -> str:
 
 def meta_file(stem: str) -> str:
     return f"{stem}{META}.json"
+
+
+def record_file(stem: str) -> str:
+    """The image's record (``metadata_files.image_record``): the one file that describes it whole."""
+    return f"{stem}.json"
 
 
 def caption_file(stem: str) -> str:

@@ -57,11 +57,15 @@ class LocalStorage(Storage):
             raise StoreWriteError(error)
         return stored, path
 
-    async def write_metadata(self, stem: str, meta: Any, captions: bool, max_bytes: int) -> tuple[int, int]:
-        return await run_in_thread(self._write_metadata, stem, meta, captions, max_bytes)
+    async def write_metadata(
+        self, stem: str, meta: Any, captions: bool, max_bytes: int, record: dict[str, Any] | None = None
+    ) -> tuple[int, int]:
+        return await run_in_thread(self._write_metadata, stem, meta, captions, max_bytes, record)
 
-    def _write_metadata(self, stem: str, meta: Any, captions: bool, max_bytes: int) -> tuple[int, int]:
-        files, size = sized_metadata_files(stem, meta, captions, max_bytes)
+    def _write_metadata(
+        self, stem: str, meta: Any, captions: bool, max_bytes: int, record: dict[str, Any] | None
+    ) -> tuple[int, int]:
+        files, size = sized_metadata_files(stem, meta, captions, max_bytes, record)
         try:
             self.writer.write_files((name, data) for name, (data, _) in files.items())
         except Exception as exc:

@@ -86,8 +86,10 @@ class ObjectStorage(Storage):
             raise StoreWriteError(exc) from exc
         return stored, path
 
-    async def write_metadata(self, stem: str, meta: Any, captions: bool, max_bytes: int) -> tuple[int, int]:
-        files, size = await run_in_thread(sized_metadata_files, stem, meta, captions, max_bytes)
+    async def write_metadata(
+        self, stem: str, meta: Any, captions: bool, max_bytes: int, record: dict[str, Any] | None = None
+    ) -> tuple[int, int]:
+        files, size = await run_in_thread(sized_metadata_files, stem, meta, captions, max_bytes, record)
         try:
             for name, (data, content_type) in files.items():
                 await self._put(name, data, content_type)

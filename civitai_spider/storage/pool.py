@@ -186,13 +186,15 @@ class StorePool:
             raise ImageRejected(answer[1], answer[2])
         raise StoreProcessFailed(f"store process error: {answer[1]}")
 
-    async def write_metadata(self, stem: str, meta: Any, captions: bool, max_bytes: int) -> tuple[int, int]:
+    async def write_metadata(
+        self, stem: str, meta: Any, captions: bool, max_bytes: int, record: dict[str, Any] | None = None
+    ) -> tuple[int, int]:
         """Build an image's metadata files (``metadata_files``) and write them atomically.
 
         Returns (files, bytes) written; raises ``MetadataTooLarge`` over ``max_bytes``
         (nothing written), ``StoreWriteError``, or ``StoreProcessFailed``.
         """
-        answer = await self._run(["metadata", stem, meta, captions, max_bytes])
+        answer = await self._run(["metadata", stem, meta, captions, max_bytes, record])
         if answer[0] == "written":
             return answer[1], answer[2]
         if answer[0] == "too_large":

@@ -53,7 +53,9 @@ class ProcessStorage(LocalStorage):
             raise StoreWriteError(error)
         return stored, path
 
-    async def write_metadata(self, stem: str, meta: Any, captions: bool, max_bytes: int) -> tuple[int, int]:
+    async def write_metadata(
+        self, stem: str, meta: Any, captions: bool, max_bytes: int, record: dict[str, Any] | None = None
+    ) -> tuple[int, int]:
         if not self.pool.usable:
-            return await super().write_metadata(stem, meta, captions, max_bytes)
-        return await self.pool.write_metadata(stem, meta, captions, max_bytes)
+            return await super().write_metadata(stem, meta, captions, max_bytes, record)
+        return await self.pool.write_metadata(stem, meta, captions, max_bytes, record)

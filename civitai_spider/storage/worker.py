@@ -18,8 +18,8 @@ not unpickle what it sends. Jobs:
   the image (``<stem>.<ext>``) and its thumbnails written atomically. ``policy`` is
   ``ImagePolicy.to_json()``. Answered ``["stored", summary]`` (``StoredImage.summary()``),
   ``["rejected", reason, detail]``, or ``["store_error", summary, error]``.
-- ``["metadata", stem, meta, captions, max_bytes]``: the image's metadata files
-  (``metadata_files``) written atomically, in order. Answered ``["written", files,
+- ``["metadata", stem, meta, captions, max_bytes, record]``: the image's metadata files
+  (``metadata_files``, the record ``N.json`` last, when not null) written atomically, in order. Answered ``["written", files,
   bytes]``, ``["too_large", bytes]`` (over ``max_bytes``: none written) or
   ``["store_error", null, error]``.
 
@@ -131,9 +131,9 @@ def run_job(header: list[Any], data: bytes, writer: AtomicWriter, shared: mmap.m
             return ["store_error", stored.summary(), describe_error(error)]
         return ["stored", stored.summary()]
     if kind == "metadata":
-        _, stem, meta, captions, max_bytes = header
+        _, stem, meta, captions, max_bytes, record = header
         try:
-            files, size = sized_metadata_files(stem, meta, captions, max_bytes)
+            files, size = sized_metadata_files(stem, meta, captions, max_bytes, record)
         except MetadataTooLarge as exc:
             return ["too_large", exc.size]
         try:
