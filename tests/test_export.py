@@ -20,7 +20,7 @@ from PIL import Image
 from civitai_spider.export.run import export
 from civitai_spider.export.samples import COLUMNS, SampleOptions
 from civitai_spider.export.source import LocalSource
-from civitai_spider.export.webdataset import WebDatasetWriter
+from civitai_spider.export.webdataset import WebDatasetWriter, member
 from tests.support import REPO, api_image, image_bytes, run_crawl, scenario
 
 # datasets reads these when it is imported: no hub, its cache in the test's folder (each load passes cache_dir).
@@ -109,6 +109,7 @@ def clean(prompt: str | None) -> str | None:
 @pytest_twisted.ensureDeferred
 async def test_the_three_exports_load_in_their_libraries(server, tmp_path, s3, where):
     import datasets
+    import duckdb
     import pandas as pd
     import pyarrow.parquet as pq
     import webdataset as wds
@@ -138,6 +139,8 @@ async def test_the_three_exports_load_in_their_libraries(server, tmp_path, s3, w
         assert row["negative_prompt"] == (None if row["id"] == 7 else f"blurry {row['id']}")
         assert row["created_at"] == "2024-04-04T21:24:07.499Z" and row["browsing_level"] == 1
         assert row["url"].endswith(".jpeg") and row["post_id"] == 1000 + row["id"]
+    counted = duckdb.sql(f"SELECT count(*), sum(hearts), max(username) FROM '{out / 'h.parquet'}'").fetchall()[0]
+    assert counted == (IMAGES, sum(ids), "user3")
     hf = datasets.load_dataset("parquet", data_files=str(out / "h.parquet"), split="train", cache_dir=cache)
     assert hf["id"] == ids and hf["hearts"] == ids and hf["prompt"][2] == prompt_of(3)
 
@@ -193,6 +196,18 @@ async def test_videos_only_when_asked(server, tmp_path):
         names = tar.getnames()
         assert f"{IMAGES + 1}.mp4" in names and tar.extractfile(f"{IMAGES + 1}.mp4").read() == FILES["mp4"]
     assert len(names) == 3 * (IMAGES + 1)
+
+
+def test_tar_members_are_what_tarfile_writes():
+    for name, data in (("123.jpg", b"x" * 1000), ("9.json", b""), ("12345678901.webp", b"y" * 513)):
+        info = tarfile.TarInfo(name)
+        info.size, info.mtime, info.mode = len(data), 1_700_000_000, 0o644
+        ours = member(name, data, 1_700_000_000)
+        assert ours[:512] == info.tobuf(tarfile.USTAR_FORMAT, "utf-8", "surrogateescape")
+        assert len(ours) % 512 == 0 and ours[512:512 + len(data)] == data
+    long = "9" * 120 + ".png"  # too long for a USTAR name: tarfile's PAX header
+    with tarfile.open(fileobj=io.BytesIO(member(long, b"abc", 0) + bytes(1024))) as tar:
+        assert tar.getnames() == [long] and tar.extractfile(long).read() == b"abc"
 
 
 # --- options: captions, thresholds, resizing ---------------------------------------------------
@@ -283,6 +298,9 @@ async def test_a_store_without_records_exports_what_its_files_say(server, tmp_pa
     assert frame.loc[3, "prompt"] == prompt_of(3) and frame.loc[4, "negative_prompt"] == "blurry 4"  # N_meta.json
     assert pd.isna(frame.loc[3, "hearts"]) and frame.loc[5, "hearts"] == 5
     assert (frame.loc[3, "width"], frame.loc[3, "height"]) == SIZES["jpeg"]  # read from the image
+    done = exported("parquet", store, tmp_path / "liked.parquet", "--min-likes", 1)
+    assert "filtered/reactions_unknown 2" in done.stderr  # a threshold cannot be checked without the record
+    assert 3 not in pd.read_parquet(tmp_path / "liked.parquet")["id"].tolist()
 
 
 @pytest_twisted.ensureDeferred
@@ -322,6 +340,7 @@ async def test_bad_stores_and_options_are_one_error_line_and_exit_2(server, tmp_
         (["parquet", store, tmp_path / "o.parquet", "--resize", "64"], "--resize with parquet needs --embed-images"),
         (["webdataset", store, tmp_path / "o", "--embed-images"], "--embed-images is for parquet"),
         (["webdataset", store, tmp_path / "o", "--shard-size", "0"], "must be at least 1"),
+        (["webdataset", store, tmp_path / "o", "--resize", "64", "--quality", "101"], "must be at most 100"),
         (["tfrecord", store, tmp_path / "o"], "invalid choice"),
         (["parquet", "s3://no-such-bucket/x/", tmp_path / "o.parquet", *s3_args(s3)], "cannot list s3://no-such-bucket/x/"),
     ]

@@ -31,8 +31,8 @@ class UsageError(Exception):
     """A bad option or combination: exit status 2."""
 
 
-def whole_number(minimum: int) -> Any:
-    """An argparse type: a whole number of at least ``minimum``."""
+def whole_number(minimum: int, maximum: int | None = None) -> Any:
+    """An argparse type: a whole number of at least ``minimum`` (and at most ``maximum``)."""
 
     def parse(text: str) -> int:
         try:
@@ -41,6 +41,8 @@ def whole_number(minimum: int) -> Any:
             raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum}, not {value}")
         return value
 
     return parse
@@ -70,7 +72,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="keep_ratio: smaller side N (default); center_crop: then an N x N centre square; "
                              "border: larger side N, white borders to N x N (img2dataset's modes)")
     parser.add_argument("--resize-only-if-bigger", action="store_true", help="leave images already small enough as they are")
-    parser.add_argument("--quality", type=positive, default=95, help="JPEG/WebP quality of resized images (default 95)")
+    parser.add_argument("--quality", type=whole_number(1, 100), default=95, help="JPEG/WebP quality of resized images (default 95)")
     parser.add_argument("--shard-size", type=positive, default=10_000, help="webdataset: samples per shard (default 10000)")
     parser.add_argument("--link", choices=("hard", "copy", "symlink"), default="hard",
                         help="imagefolder from a local store: hard links (default; copies across file systems), "

@@ -138,9 +138,12 @@ def load_sample(source: StoreSource, entry: Entry, options: SampleOptions) -> Sa
     if ext in VIDEO_EXTS and not options.videos:
         raise Skipped("video")
     stats = record.get("stats")
-    failed = options.thresholds.failures(stats) if (options.thresholds.minimum or options.thresholds.maximum) else []
-    if failed:
-        raise Skipped(f"filtered/{failed[0]}")
+    if options.thresholds.minimum or options.thresholds.maximum:
+        if not isinstance(stats, dict):
+            raise Skipped("filtered/reactions_unknown")  # no record: a threshold cannot be checked
+        failed = options.thresholds.failures(stats)
+        if failed:
+            raise Skipped(f"filtered/{failed[0]}")
     meta = record.get("meta") if isinstance(record.get("meta"), dict) else None
     prompt = _text(meta.get("prompt")) if meta else None
     counts = reaction_counts(stats) if isinstance(stats, dict) else None
