@@ -6,11 +6,16 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import io
 import os
 import pickle
+import pty
+import select
+import struct
 import subprocess
 import sys
+import termios
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -94,6 +99,33 @@ def run_scrapy(*args: str, cwd: Path = REPO, env: dict[str, str] | None = None, 
         text=True,
         timeout=timeout,
     )
+
+
+def run_in_terminal(args: list[str], timeout: float = 60, rows: int = 50, module: str = "scrapy") -> tuple[int, str]:
+    """Run ``python -m <module> <args>`` (scrapy by default) with stderr and stdout on a pseudo-terminal;
+    return (status, screen text)."""
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", rows, 250, 0, 0))  # rows x 250 columns
+    process = subprocess.Popen([sys.executable, "-m", module, *args], cwd=REPO, stdin=subprocess.DEVNULL,
+                               stdout=follower, stderr=follower,
+                               env={k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")})
+    os.close(follower)
+    output = bytearray()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([leader], [], [], 0.2)
+        if ready:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the other side closed
+                break
+            if not chunk:
+                break
+            output += chunk
+        elif process.poll() is not None:
+            break
+    os.close(leader)
+    return process.wait(timeout=10), output.decode("utf-8", "replace")
 
 
 @contextlib.contextmanager

@@ -21,7 +21,7 @@ from civitai_spider.export.run import export
 from civitai_spider.export.samples import COLUMNS, SampleOptions
 from civitai_spider.export.source import LocalSource
 from civitai_spider.export.webdataset import WebDatasetWriter, member
-from tests.support import REPO, api_image, image_bytes, run_crawl, scenario
+from tests.support import REPO, api_image, image_bytes, run_crawl, run_in_terminal, scenario
 
 # datasets reads these when it is imported: no hub, its cache in the test's folder (each load passes cache_dir).
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -279,6 +279,20 @@ async def test_resize_only_if_bigger_keeps_small_images_byte_for_byte(server, tm
             assert data == FILES[KINDS[i % 3]]
 
 
+def test_progress_on_a_terminal_then_the_closing_line(tmp_path):
+    store = tmp_path / "store"
+    store.mkdir()
+    big = image_bytes("PNG", size=(512, 512))
+    for i in range(1, 301):
+        (store / f"{i}.png").write_bytes(big)
+    status, screen = run_in_terminal(["imagefolder", str(store), str(tmp_path / "folder"), "--resize", "500",
+                                      "--workers", "1"], module="civitai_spider.export")
+    assert status == 0, screen
+    bars = [part for part in screen.split("\r") if "img/s" in part or "it/s" in part]
+    assert len(bars) >= 2 and "/300" in bars[-1]  # a bar redrawn in place while it runs
+    assert "exported 300 of 300 images" in screen and "300 without their record N.json" in screen
+
+
 # --- stores written before records, and stores with problems -------------------------------------
 
 
@@ -311,13 +325,59 @@ async def test_problems_in_the_store_are_warned_counted_and_lose_nothing_else(se
     await crawl_store(server, str(store))
     (store / "5.json").write_text("{cut sho", "utf-8")
     (store / "6.jpg").unlink()  # its record stays: an image deleted by hand
-    (store / "8.webp").write_bytes(b"RIFF\x00\x00")  # cut
-    done = exported("parquet", store, tmp_path / "emb.parquet", "--embed-images", "--resize", 16)
-    assert "skipped: record_unreadable: 5.json" in done.stderr and "skipped: image_unreadable: 8.webp: not a picture" in done.stderr
+    (store / "8.webp").write_bytes(FILES["webp"][:40])  # cut after it was stored
+    (store / "11.webp").write_bytes(image_bytes("PNG", size=(80, 40)))  # replaced by another file
+    (store / "99.png").mkdir()  # not a file
+    for name in ("3.JPG", "007.jpg", "123456789012345678.png"):  # names a crawl never writes
+        (store / name).write_bytes(FILES["png"])
+    done = exported("webdataset", store, tmp_path / "wds")
+    assert "skipped: record_unreadable: 5.json" in done.stderr
+    assert "skipped: image_changed: 8.webp: not the file that was stored" in done.stderr
+    assert "skipped: image_changed: 11.webp" in done.stderr
+    assert "skipped: file_unreadable: 99.png" in done.stderr
+    assert "3 files not exported: not named as a crawl names them" in done.stderr and "3.JPG" in done.stderr
     assert "1 records N.json without their image" in done.stderr
-    assert "2 images skipped for a problem of the store" in done.stderr
-    frame = pd.read_parquet(tmp_path / "emb.parquet")
-    assert frame["id"].tolist() == [i for i in range(1, IMAGES + 1) if i not in (5, 6, 8)]
+    assert "4 images skipped for a problem of the store" in done.stderr
+    with tarfile.open(tmp_path / "wds" / "00000.tar") as tar:
+        ids = sorted({int(name.split(".")[0]) for name in tar.getnames()})
+    assert ids == [i for i in range(1, IMAGES + 1) if i not in (5, 6, 8, 11)]
+
+    # imagefolder's hard links: a store file that is a symbolic link is linked where it points
+    (tmp_path / "elsewhere").mkdir()
+    os.rename(store / "9.jpg", tmp_path / "elsewhere" / "9.jpg")
+    os.symlink(tmp_path / "elsewhere" / "9.jpg", store / "9.jpg")
+    (store / "12.jpg").unlink()
+    os.symlink(tmp_path / "elsewhere" / "gone.jpg", store / "12.jpg")  # dangling
+    done = exported("imagefolder", store, tmp_path / "folder")
+    assert "skipped: image_missing: 12.jpg: not found" in done.stderr
+    linked = tmp_path / "folder" / "9.jpg"
+    assert not linked.is_symlink() and os.path.samefile(linked, tmp_path / "elsewhere" / "9.jpg")
+    frame = pd.read_json(tmp_path / "folder" / "metadata.jsonl", lines=True)
+    assert 12 not in frame["id"].tolist() and 9 in frame["id"].tolist()
+
+
+@pytest_twisted.ensureDeferred
+async def test_odd_records_keep_what_they_say(server, tmp_path):
+    """Records as an API may send them: a meta that is a list, counters null or strings, a lone
+    surrogate in a prompt (a cut emoji), ids as strings. Nothing crashes; nothing is invented."""
+    import pandas as pd
+
+    store = tmp_path / "store"
+    await crawl_store(server, str(store))
+    record = json.loads((store / "1.json").read_text("utf-8"))
+    record.update(meta=[{"prompt": "in a list"}], postId="1001", browsingLevel=2**70,
+                  stats={"heartCount": "12", "likeCount": None, "laughCount": "lots", "cryCount": 2.0})
+    (store / "1.json").write_text(json.dumps(record), "utf-8")
+    record = json.loads((store / "2.json").read_text("utf-8"))
+    (store / "2.json").write_text(json.dumps(record).replace("a castle", "a castle \\ud83d"), "utf-8")
+    for fmt, out in (("parquet", "h.parquet"), ("webdataset", "wds"), ("imagefolder", "folder")):
+        exported(fmt, store, tmp_path / out)
+    frame = pd.read_parquet(tmp_path / "h.parquet").set_index("id")
+    first = {k: None if not isinstance(v, str) and pd.isna(v) else v for k, v in frame.loc[1].items()}
+    assert json.loads(first["meta"]) == [{"prompt": "in a list"}] and first["prompt"] is None
+    assert (first["hearts"], first["likes"], first["laughs"], first["cries"]) == (12, None, None, 2)
+    assert first["post_id"] == 1001 and first["browsing_level"] is None  # too large for a 64-bit column
+    assert frame.loc[2, "prompt"].startswith("a castle \ufffd")
 
 
 # --- errors: one line, exit 2, nothing written ------------------------------------------------------
@@ -330,13 +390,17 @@ async def test_bad_stores_and_options_are_one_error_line_and_exit_2(server, tmp_
     (tmp_path / "taken").mkdir()
     (tmp_path / "empty").mkdir()
     (tmp_path / "a-file").write_text("x")
+    (tmp_path / "broken" / "1.png").mkdir(parents=True)  # its only image cannot be read
     cases = [
         (["parquet", tmp_path / "nowhere", tmp_path / "o.parquet"], "store not found"),
         (["parquet", tmp_path / "a-file", tmp_path / "o.parquet"], "not a folder"),
         (["parquet", tmp_path / "empty", tmp_path / "o.parquet"], "holds no image"),
+        (["webdataset", tmp_path / "broken", tmp_path / "o"], "nothing exported: every image"),
         (["webdataset", "ftp://host/x", tmp_path / "o"], "ftp://"),
         (["webdataset", store, tmp_path / "taken"], "exists: an export never overwrites"),
         (["webdataset", store, tmp_path / "no" / "o"], "folder not found"),
+        (["webdataset", store, "."], "OUT must name a new file or folder"),
+        (["webdataset", store, "/proc/o"], "cannot write in /proc"),
         (["parquet", store, tmp_path / "o.parquet", "--resize", "64"], "--resize with parquet needs --embed-images"),
         (["webdataset", store, tmp_path / "o", "--embed-images"], "--embed-images is for parquet"),
         (["webdataset", store, tmp_path / "o", "--shard-size", "0"], "must be at least 1"),
@@ -349,7 +413,7 @@ async def test_bad_stores_and_options_are_one_error_line_and_exit_2(server, tmp_
         errors = [line for line in done.stderr.splitlines() if "error:" in line]
         assert done.returncode == 2 and len(errors) == 1 and message in errors[0], (args, done.stderr)
         assert done.stdout == ""
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "empty", "store", "taken"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "broken", "empty", "store", "taken"]
     assert list((tmp_path / "taken").iterdir()) == []
 
 

@@ -3,21 +3,12 @@ the closing summary, clear errors and the exit status. Real ``scrapy crawl`` pro
 
 from __future__ import annotations
 
-import fcntl
-import os
-import pty
 import re
-import select
-import struct
-import subprocess
-import sys
-import termios
-import time
 
 import pytest_twisted
 
 from civitai_spider.extensions.summary import summary_lines
-from tests.support import REPO, api_image, image_bytes, run_crawl, run_scrapy, scenario
+from tests.support import api_image, image_bytes, run_crawl, run_in_terminal, run_scrapy, scenario
 
 FILES = {"jpeg": image_bytes("JPEG")}
 IMAGES = [api_image(i, hearts=i % 4, file="jpeg", meta=None if i % 10 == 0 else "default") for i in range(1, 121)]
@@ -29,32 +20,6 @@ def crawl_args(server, store, *extra: str) -> list[str]:
     return ["crawl", "civitai", "-a", "min_hearts=2", "-s", f"CIVITAI_API_URL={server.api_url}",
             "-s", f"IMAGES_STORE={store}", "-s", "CIVITAI_RETRY_BACKOFF_BASE=0.01", "-s", "CIVITAI_PAGE_LIMIT=20",
             "-s", "CIVITAI_EARLY_STOP=false", *extra]
-
-
-def run_in_terminal(args: list[str], timeout: float = 60, rows: int = 50) -> tuple[int, str]:
-    """Run ``scrapy <args>`` with stderr and stdout on a pseudo-terminal; return (status, screen bytes)."""
-    leader, follower = pty.openpty()
-    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", rows, 250, 0, 0))  # rows x 250 columns
-    process = subprocess.Popen([sys.executable, "-m", "scrapy", *args], cwd=REPO, stdin=subprocess.DEVNULL,
-                               stdout=follower, stderr=follower,
-                               env={k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")})
-    os.close(follower)
-    output = bytearray()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([leader], [], [], 0.2)
-        if ready:
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:  # the other side closed
-                break
-            if not chunk:
-                break
-            output += chunk
-        elif process.poll() is not None:
-            break
-    os.close(leader)
-    return process.wait(timeout=10), output.decode("utf-8", "replace")
 
 
 def test_live_display_on_a_terminal(server, tmp_path):

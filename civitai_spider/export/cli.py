@@ -141,6 +141,8 @@ def describe(args: argparse.Namespace, result: ExportResult) -> str:
             f"in {result.seconds:.1f} s")
     if result.skipped:
         line += "; skipped " + ", ".join(f"{reason} {n}" for reason, n in result.skipped.most_common())
+    if result.ignored:
+        line += f"; {result.ignored} files with names a crawl does not write ignored"
     if result.records_without_image:
         line += f"; {result.records_without_image} records N.json without their image"
     if result.without_record:

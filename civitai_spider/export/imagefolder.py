@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from civitai_spider.export.output import Writer
-from civitai_spider.export.samples import Sample
+from civitai_spider.export.samples import Sample, Skipped
 
 LINKS = ("hard", "copy", "symlink")
 
@@ -50,7 +50,13 @@ class ImageFolderWriter(Writer):
             self.copied += 1
             self.bytes_written += len(sample.data)
         else:
-            self._link_or_copy(os.path.join(str(self.local_store), sample.name), target)
+            # A store's file may itself be a symbolic link (a store put together by hand): link what it
+            # points to, or a hard link would copy the symbolic link, dangling from its new place.
+            source = os.path.realpath(os.path.join(str(self.local_store), sample.name))
+            if not os.path.isfile(source):
+                reason = "image_missing" if not os.path.exists(source) else "file_unreadable"
+                raise Skipped(reason, f"{sample.name}: {'not found' if reason == 'image_missing' else 'not a file'}")
+            self._link_or_copy(source, target)
         self._metadata.write(json.dumps({"file_name": sample.name, **sample.row}, ensure_ascii=False) + "\n")
         self.samples += 1
 

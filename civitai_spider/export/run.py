@@ -23,7 +23,7 @@ from civitai_spider.export.source import StoreError, StoreSource
 logger = logging.getLogger(__name__)
 
 #: Skip reasons that are problems with the store (warned about), not choices (filtered, video).
-PROBLEMS = ("image_missing", "record_unreadable", "image_unreadable")
+PROBLEMS = ("image_missing", "record_unreadable", "image_unreadable", "file_unreadable", "image_changed")
 WARN_EACH = 5  # lines per problem kind; then only the count
 
 
@@ -34,6 +34,8 @@ class ExportResult:
     skipped: Counter[str] = field(default_factory=Counter)
     without_record: int = 0
     records_without_image: int = 0
+    ignored: int = 0  # names like 3.JPG or 007.jpg (see Listing.ignored)
+    ignored_examples: tuple[str, ...] = ()
     seconds: float = 0.0
     output: dict[str, Any] = field(default_factory=dict)
 
@@ -62,6 +64,10 @@ def export(
         if not result.listed:
             raise StoreError(f"{source.location} holds no image (N.jpg, N.png...): is it a crawl's IMAGES_STORE?")
         result.records_without_image = listing.records_without_media()
+        result.ignored, result.ignored_examples = listing.ignored, listing.ignored_examples
+        if listing.ignored:
+            logger.warning("%d files not exported: not named as a crawl names them (<id>.<jpg|png|webp|...>, "
+                           "lower case, no leading zero), e.g. %s", listing.ignored, ", ".join(listing.ignored_examples))
         with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="export") as pool:
             window: deque[Future[Sample]] = deque()
             try:
@@ -75,6 +81,9 @@ def export(
                 for future in window:
                     future.cancel()
                 raise
+        if result.exported == 0 and result.problems:
+            raise StoreError(f"nothing exported: every image of {source.location} that was not left out by "
+                             f"choice had a problem ({result.problems}; see the warnings above)")
         result.output = writer.close()
     except BaseException:
         writer.abort()
@@ -87,12 +96,12 @@ def _take(future: Future[Sample], writer: Writer, result: ExportResult,
           progress: Callable[[ExportResult], None] | None) -> None:
     try:
         sample = future.result()
+        writer.write(sample)
     except Skipped as skipped:
         result.skipped[skipped.reason] += 1
         if skipped.reason in PROBLEMS and result.skipped[skipped.reason] <= WARN_EACH:
             logger.warning("skipped: %s", skipped)
     else:
-        writer.write(sample)
         result.exported += 1
         result.without_record += not sample.row["has_record"]
     if progress is not None:

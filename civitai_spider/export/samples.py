@@ -6,11 +6,15 @@ column, ``meta`` as JSON text (its keys and types differ from image to image,
 which no column store and no ``datasets`` schema can hold as a struct).
 Everything comes from the image's record ``N.json``; an image stored before
 records existed gets what its ``N_meta.json`` and the image itself tell
-(reactions, user, date: null), and is counted.
+(reactions, user, date: null), and is counted. Whenever an image's bytes are read,
+they are checked against its record's md5: a file cut or replaced since the crawl is
+``image_changed``, not exported. Values are as the record has them: a counter missing
+or not a number is null (never 0), an integer that does not fit 64 bits is null.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from dataclasses import dataclass, field
@@ -18,10 +22,10 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from civitai_spider.api import REACTIONS, as_count, reaction_counts
+from civitai_spider.api import REACTIONS, as_count
 from civitai_spider.arguments import Thresholds
 from civitai_spider.export.resize import RESIZABLE, Resize, resize_image
-from civitai_spider.export.source import VIDEO_EXTS, Entry, StoreSource
+from civitai_spider.export.source import VIDEO_EXTS, Entry, FileUnreadable, StoreSource
 from civitai_spider.storage import layout
 from civitai_spider.storage.metadata_files import caption as clean_caption
 
@@ -83,8 +87,38 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+INT64 = range(-(2**63), 2**63)
+
+
 def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    """An integer column's value: an int (or a string of one) that fits in 64 bits, else null."""
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value in INT64 else None
+
+
+def _count(stats: Any, key: str) -> int | None:
+    """A reaction column: the counter as the spider's filter reads it (``as_count``), null when absent."""
+    value = stats.get(key) if isinstance(stats, dict) else None
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return None
+    return as_count(value)
+
+
+def _valid_text(row: dict[str, Any]) -> None:
+    """Text that cannot be written as UTF-8 (a lone surrogate from a ``\\ud83d`` escape in the
+    API's JSON) gets U+FFFD in its place, as any UTF-8 decoder shows it."""
+    for name, value in row.items():
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                row[name] = value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
 def caption_for(prompt: str | None, mode: str) -> str | None:
@@ -128,6 +162,13 @@ def _fallback_record(source: StoreSource, entry: Entry) -> dict[str, Any]:
 
 def load_sample(source: StoreSource, entry: Entry, options: SampleOptions) -> Sample:
     """The sample of one stored image, or ``Skipped`` (filtered, a video, its file gone...)."""
+    try:
+        return _load_sample(source, entry, options)
+    except FileUnreadable as exc:
+        raise Skipped("file_unreadable", str(exc)) from None
+
+
+def _load_sample(source: StoreSource, entry: Entry, options: SampleOptions) -> Sample:
     record = _read_record(source, entry)
     has_record = record is not None
     if record is None:
@@ -144,17 +185,17 @@ def load_sample(source: StoreSource, entry: Entry, options: SampleOptions) -> Sa
         failed = options.thresholds.failures(stats)
         if failed:
             raise Skipped(f"filtered/{failed[0]}")
-    meta = record.get("meta") if isinstance(record.get("meta"), dict) else None
+    raw_meta = record.get("meta")
+    meta = raw_meta if isinstance(raw_meta, dict) else None
     prompt = _text(meta.get("prompt")) if meta else None
-    counts = reaction_counts(stats) if isinstance(stats, dict) else None
     row: dict[str, Any] = {
         "id": entry.id,
         "file": name,
         "caption": caption_for(prompt, options.caption),
         "prompt": prompt,
         "negative_prompt": _text(meta.get("negativePrompt")) if meta else None,
-        "meta": json.dumps(meta, ensure_ascii=False) if meta is not None else None,
-        **{short: (counts[short] if counts is not None else None) for short in REACTIONS},
+        "meta": json.dumps(raw_meta, ensure_ascii=False) if raw_meta is not None else None,
+        **{short: _count(stats, key) for short, key in REACTIONS.items()},
         "width": _int(stored.get("width")) or as_count(record.get("width")) or None,
         "height": _int(stored.get("height")) or as_count(record.get("height")) or None,
         "format": ext,
@@ -177,6 +218,8 @@ def load_sample(source: StoreSource, entry: Entry, options: SampleOptions) -> Sa
             raise Skipped("image_missing", name)
         if row["bytes"] is None:
             row["bytes"] = len(data)
+        elif row["md5"] and hashlib.md5(data).hexdigest() != row["md5"]:
+            raise Skipped("image_changed", f"{name}: not the file that was stored (its md5 differs from its record's)")
         if options.resize is not None and ext in RESIZABLE:
             try:
                 data, width, height = resize_image(data, ext, options.resize)
@@ -188,6 +231,7 @@ def load_sample(source: StoreSource, entry: Entry, options: SampleOptions) -> Sa
         elif row["width"] is None and ext not in VIDEO_EXTS:
             row["width"], row["height"] = _header_size(data)
         sample.data = data if options.with_bytes or options.resize is not None else None
+    _valid_text(row)
     return sample
 
 

@@ -29,8 +29,16 @@ _EXT_CODE = {ext: code for code, ext in enumerate(MEDIA_EXTS)}
 _SHIFT = 4  # an entry key is id << 4 | extension code
 
 
+#: Ids are kept as ``id << 4`` in an int64: a name of more digits is not a Civitai id.
+MAX_ID_DIGITS = 17
+
+
 class StoreError(Exception):
     """A store that cannot be read as a harvest (missing, not a folder, unreachable)."""
+
+
+class FileUnreadable(Exception):
+    """One file of the store that is there but cannot be read (a folder, no permission...)."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +54,10 @@ class Entry:
 class Listing:
     keys: np.ndarray  # sorted id << 4 | extension code, one per media file
     records: np.ndarray  # sorted ids that have N.json
+    #: Names that look like a harvest's but are not as a crawl writes them (``3.JPG``, ``007.jpg``,
+    #: an id of more than 17 digits): not exported, counted; a few kept to name them.
+    ignored: int = 0
+    ignored_examples: tuple[str, ...] = ()
 
     @property
     def images(self) -> int:
@@ -89,11 +101,20 @@ class StoreSource(ABC):
         records: list[int] = []
         key_chunks: list[np.ndarray] = []
         record_chunks: list[np.ndarray] = []
+        ignored: list[str] = []
+        ignored_count = 0
         for name in self.names():
             stem, dot, ext = name.rpartition(".")
             if not dot or not (stem.isascii() and stem.isdigit()):
                 continue
-            ext = ext.lower()
+            lower = ext.lower()
+            if lower != "json" and lower not in _EXT_CODE:
+                continue  # N.txt (captions) and other files that are not images or records
+            if ext != lower or stem != str(int(stem)) or len(stem) > MAX_ID_DIGITS:
+                ignored_count += 1  # 3.JPG, 007.jpg: a crawl never writes these; the name cannot be rebuilt
+                if len(ignored) < 3:
+                    ignored.append(name)
+                continue
             if ext == "json":
                 records.append(int(stem))
             elif ext in _EXT_CODE:
@@ -106,7 +127,8 @@ class StoreSource(ABC):
                 records.clear()
         key_chunks.append(np.array(keys, dtype=np.int64))
         record_chunks.append(np.array(records, dtype=np.int64))
-        return Listing(np.sort(np.concatenate(key_chunks)), np.sort(np.concatenate(record_chunks)))
+        return Listing(np.sort(np.concatenate(key_chunks)), np.sort(np.concatenate(record_chunks)),
+                       ignored_count, tuple(ignored))
 
 
 class LocalSource(StoreSource):
@@ -134,6 +156,8 @@ class LocalSource(StoreSource):
                 return f.read()
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            raise FileUnreadable(f"{name}: {exc.strerror or exc}") from None
 
     def file_path(self, name: str) -> str:
         """The local path of a top-level file (for hard links)."""
@@ -142,9 +166,14 @@ class LocalSource(StoreSource):
 
 class S3Source(StoreSource):
     def __init__(self, uri: str, settings: Any) -> None:
+        from botocore.exceptions import BotoCoreError
+
         from civitai_spider.storage.objects import s3_store_class
 
-        store = s3_store_class(settings)(uri)
+        try:
+            store = s3_store_class(settings)(uri)
+        except (BotoCoreError, ValueError) as exc:  # a bad profile, config file or endpoint
+            raise StoreError(f"cannot use {uri}: {exc}") from None
         self.client = store.s3_client  # type: ignore[attr-defined]
         self.bucket, self.prefix = store.bucket, store.prefix
         self.location = f"s3://{self.bucket}/{self.prefix}"
@@ -167,9 +196,10 @@ class S3Source(StoreSource):
         try:
             body = self.client.get_object(Bucket=self.bucket, Key=self.prefix + name)["Body"]
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            code = exc.response.get("Error", {}).get("Code")
+            if code in ("NoSuchKey", "404"):
                 return None
-            raise
+            raise FileUnreadable(f"{name}: {code or exc}") from None
         try:
             return body.read()
         finally:
@@ -185,16 +215,23 @@ class GCSSource(StoreSource):
         self.location = f"gs://{self.bucket.name}/{self.prefix}"
 
     def names(self) -> Iterator[str]:
-        for blob in self.bucket.list_blobs(prefix=self.prefix, delimiter="/"):
-            yield blob.name[len(self.prefix):]
+        from google.api_core.exceptions import GoogleAPIError
+
+        try:
+            for blob in self.bucket.list_blobs(prefix=self.prefix, delimiter="/"):
+                yield blob.name[len(self.prefix):]
+        except GoogleAPIError as exc:
+            raise StoreError(f"cannot list {self.location}: {exc}") from None
 
     def read(self, name: str) -> bytes | None:
-        from google.api_core.exceptions import NotFound
+        from google.api_core.exceptions import GoogleAPIError, NotFound
 
         try:
             return self.bucket.blob(self.prefix + name).download_as_bytes()
         except NotFound:
             return None
+        except GoogleAPIError as exc:
+            raise FileUnreadable(f"{name}: {exc}") from None
 
 
 def open_source(uri: str, settings: Any) -> StoreSource:
