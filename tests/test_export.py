@@ -98,6 +98,15 @@ def expected_row(image_id: int) -> dict[str, Any]:
             "bytes": len(FILES[kind]), "has_record": True}
 
 
+def png_store(folder: Path, count: int, side: int) -> Path:
+    """A store of ``count`` PNGs of side x side pixels and nothing else (no records): slow to resize."""
+    folder.mkdir()
+    data = image_bytes("PNG", size=(side, side))
+    for i in range(1, count + 1):
+        (folder / f"{i}.png").write_bytes(data)
+    return folder
+
+
 def clean(prompt: str | None) -> str | None:
     return None if prompt is None else prompt.replace("<lora:detailer_v2:0.8> ", "")
 
@@ -280,11 +289,7 @@ async def test_resize_only_if_bigger_keeps_small_images_byte_for_byte(server, tm
 
 
 def test_progress_on_a_terminal_then_the_closing_line(tmp_path):
-    store = tmp_path / "store"
-    store.mkdir()
-    big = image_bytes("PNG", size=(512, 512))
-    for i in range(1, 301):
-        (store / f"{i}.png").write_bytes(big)
+    store = png_store(tmp_path / "store", 300, 512)
     status, screen = run_in_terminal(["imagefolder", str(store), str(tmp_path / "folder"), "--resize", "500",
                                       "--workers", "1"], module="civitai_spider.export")
     assert status == 0, screen
@@ -418,10 +423,7 @@ async def test_bad_stores_and_options_are_one_error_line_and_exit_2(server, tmp_
 
 
 def test_an_export_that_fails_part_way_leaves_nothing_under_its_name(tmp_path):
-    store = tmp_path / "store"
-    store.mkdir()
-    for i in range(1, 31):
-        (store / f"{i}.png").write_bytes(FILES["png"])
+    store = png_store(tmp_path / "store", 30, 48)
 
     class DiskFull(WebDatasetWriter):  # the real writer, until the disk fills
         def write(self, sample):
@@ -440,11 +442,7 @@ def test_ctrl_c_leaves_nothing_under_its_name(tmp_path):
     import signal
     import time
 
-    store = tmp_path / "store"
-    store.mkdir()
-    big = image_bytes("PNG", size=(1024, 1024))
-    for i in range(1, 201):
-        (store / f"{i}.png").write_bytes(big)
+    store = png_store(tmp_path / "store", 200, 1024)
     process = subprocess.Popen([sys.executable, "-m", "civitai_spider.export", "webdataset", str(store),
                                 str(tmp_path / "wds"), "--resize", "1000", "--workers", "1"],
                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
