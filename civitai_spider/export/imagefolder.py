@@ -18,6 +18,7 @@ import errno
 import json
 import os
 import shutil
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -50,15 +51,27 @@ class ImageFolderWriter(Writer):
             self.copied += 1
             self.bytes_written += len(sample.data)
         else:
-            # A store's file may itself be a symbolic link (a store put together by hand): link what it
-            # points to, or a hard link would copy the symbolic link, dangling from its new place.
-            source = os.path.realpath(os.path.join(str(self.local_store), sample.name))
-            if not os.path.isfile(source):
-                reason = "image_missing" if not os.path.exists(source) else "file_unreadable"
-                raise Skipped(reason, f"{sample.name}: {'not found' if reason == 'image_missing' else 'not a file'}")
-            self._link_or_copy(source, target)
+            self._link_or_copy(self._store_file(sample.name), target)
         self._metadata.write(json.dumps({"file_name": sample.name, **sample.row}, ensure_ascii=False) + "\n")
         self.samples += 1
+
+    def _store_file(self, name: str) -> str:
+        """The store's file to link: itself, or (a store put together by hand) what its symbolic
+        link points to, since a hard link to a symbolic link would dangle from its new place.
+        One ``lstat`` an image; ``realpath`` only for a link."""
+        path = os.path.join(str(self.local_store), name)
+        try:
+            mode = os.lstat(path).st_mode
+            if stat.S_ISLNK(mode):
+                path = os.path.realpath(path)
+                mode = os.stat(path).st_mode
+        except FileNotFoundError:
+            raise Skipped("image_missing", f"{name}: not found") from None
+        except OSError as exc:
+            raise Skipped("file_unreadable", f"{name}: {exc.strerror or exc}") from None
+        if not stat.S_ISREG(mode):
+            raise Skipped("file_unreadable", f"{name}: not a file")
+        return path
 
     def _link_or_copy(self, source: str, target: Path) -> None:
         if self.link != "copy":
