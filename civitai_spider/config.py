@@ -139,11 +139,17 @@ class CivitaiConfig:
 
     @classmethod
     def of(cls, crawler: Crawler) -> CivitaiConfig:
-        """The crawler's config, read on first use."""
+        """The crawler's config, read once its settings are final.
+
+        Scrapy builds the spider before it runs the add-ons, and the shared-crawl add-on
+        changes a setting of ours (``CIVITAI_PARTIAL_FILES_MIN_AGE``): a config cached then
+        kept the old value, and a worker joining a shared crawl deleted the ``.part`` files
+        other workers were writing. So it is kept only once the settings are frozen."""
         config = getattr(crawler, "civitai_config", None)
         if config is None:
             config = cls.from_settings(crawler.settings)
-            crawler.civitai_config = config  # type: ignore[attr-defined]
+            if crawler.settings.frozen:
+                crawler.civitai_config = config  # type: ignore[attr-defined]
         return config
 
 

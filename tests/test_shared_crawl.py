@@ -596,6 +596,25 @@ def test_a_worker_whose_key_is_refused_stops_and_hands_its_page_back(server, red
     check_complete(store)
 
 
+def test_a_worker_keeps_the_files_other_workers_are_writing(server, redis_server, tmp_path):
+    """Found by CI: a worker joining a crawl deleted another worker's ``.part`` file mid-write (that
+    image was dropped for the run). The shared crawl's add-on raises CIVITAI_PARTIAL_FILES_MIN_AGE to
+    an hour, but Scrapy builds the spider before the add-ons run, and the config read then was kept."""
+    server.load(scenario(IMAGES[:40], FILES))
+    store = tmp_path / "store"
+    store.mkdir()
+    writing, left = store / ".7.jpg.0123abcd0.part", store / ".8.jpg.deadbeef0.part"
+    writing.write_bytes(b"another worker's image, half written")
+    left.write_bytes(b"left by a worker killed two hours ago")
+    os.utime(left, (time.time() - 7200, time.time() - 7200))
+    log = tmp_path / "w1.log"
+    worker = start_worker(worker_argv(server, redis_server, store, crawl_name(), "w1", "new"), log)
+    assert worker.wait(timeout=120) == 0, log.read_text()
+    assert writing.exists() and not left.exists()
+    assert "Removed 1 partial files left by an interrupted run" in log.read_text()
+    assert sorted(recorded(store)) == sorted(i for i in EXPECTED if i <= 40)
+
+
 @pytest.mark.slow
 def test_api_faults_in_a_shared_crawl_lose_no_page(server, redis_server, tmp_path):
     """A page retried (503, dropped connection, an HTML answer) goes back to the shared queue
